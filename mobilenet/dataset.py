@@ -1,0 +1,91 @@
+"""Photos preprocessed once into arrays that every variant, build check and worker reads."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mobilenet.fsutil import atomic_path, is_fresh, read_json, record_stamp, stamp_path, write_json
+from mobilenet.images import image_set
+
+
+class NpyImages:
+    """Images of a [N, 3, 224, 224] .npy file, one at a time.
+
+    Reads with seek + fromfile rather than a memory map, so a worker's peak RSS measures the
+    model and runtime, not the whole evaluation set mapped into the process.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        with open(self.path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(fh)
+            self.offset = fh.tell()
+        assert not fortran and len(shape) == 4, f"{path}: expected a C-order [N,3,H,W] array"
+        self.shape, self.dtype = shape, np.dtype(dtype)
+        self.count = int(np.prod(shape[1:]))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset + index * self.count * self.dtype.itemsize)
+            flat = np.fromfile(fh, dtype=self.dtype, count=self.count)
+        return flat.reshape((1, *self.shape[1:]))
+
+    def __iter__(self):
+        for index in range(len(self)):
+            yield self[index]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    calib: NpyImages
+    eval: NpyImages
+    labels: list[int] | None
+    eval_names: list[str]
+    image_set: str
+    preprocess_ms: float  # mean per photo: decode + resize + crop + normalise
+
+    @property
+    def labelled(self) -> bool:
+        return self.labels is not None
+
+
+def _preprocess(paths) -> tuple[np.ndarray, float]:
+    from mobilenet.preprocess import load_image
+    start = time.perf_counter()
+    arrays = [load_image(p).numpy() for p in paths]
+    per_image_ms = (time.perf_counter() - start) * 1000 / max(1, len(paths))
+    return np.concatenate(arrays).astype(np.float32), per_image_ms
+
+
+def prepare(settings, force: bool = False) -> Prepared:
+    """Preprocess the calibration and evaluation photos into build/data (skipped when fresh)."""
+    images = image_set(settings)
+    data = settings.data_dir
+    calib_npy, eval_npy, info_json = data / "calib.npy", data / "eval.npy", data / "images.json"
+    step_settings = {"image_set": images.name, "files": [str(p) for p in images.files()]}
+    stamp = stamp_path(settings.stamps_dir, "prepare-data")
+    fresh, _ = is_fresh([calib_npy, eval_npy, info_json], images.files(), step_settings, stamp)
+    if force or not fresh:
+        calib, _ = _preprocess(images.calib)
+        evaluation, per_image_ms = _preprocess(images.eval)
+        for path, array in ((calib_npy, calib), (eval_npy, evaluation)):
+            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, array)
+        write_json(info_json, {
+            "image_set": images.name, "labels": list(images.eval_labels) if images.labelled else None,
+            "eval_names": [p.name for p in images.eval], "preprocess_ms": per_image_ms})
+        record_stamp(stamp, step_settings)
+    info = read_json(info_json)
+    return Prepared(NpyImages(calib_npy), NpyImages(eval_npy), info["labels"], info["eval_names"],
+                    info["image_set"], info["preprocess_ms"])

@@ -1,0 +1,14 @@
+"""PyTorch Mobile: a .ptl saved for the lite interpreter, run the way an app would."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch.jit.mobile import _load_for_lite_interpreter
+
+from mobilenet.runners._torch_common import TorchRunner, versions  # noqa: F401
+
+
+class Runner(TorchRunner):
+    def load(self, path: Path) -> None:
+        self.path = Path(path)
+        self.module = _load_for_lite_interpreter(str(self.path))

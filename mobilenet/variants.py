@@ -1,0 +1,112 @@
+"""The registry: the single place a variant exists.
+
+Tasks, bench, tests and report all read VARIANTS. A variant names the runtime that runs
+it (a module in mobilenet/runners), the artifact it is stored in, the build step (task)
+that makes it and the function that builds it.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REFERENCE_ID = "fp32-eager"
+
+
+@dataclass(frozen=True)
+class Variant:
+    id: str
+    runtime: str  # module name under mobilenet/runners
+    precision: str  # "fp32" or "int8"
+    artifact: str  # file name under build/models
+    step: str  # the task that builds it
+    builder: str  # "module:function" called by mobilenet.build
+    summary: str
+    engine: str | None = None  # torch quantized engine the artifact needs (set before loading)
+    options: dict = field(default_factory=dict, hash=False)  # builder settings, recorded in results
+    deprecated: str | None = None  # why it is deprecated and what replaces it
+
+    def artifact_path(self, models_dir: Path) -> Path:
+        return Path(models_dir) / self.artifact
+
+    def meta_path(self, models_dir: Path) -> Path:
+        return Path(models_dir) / f"{self.id}.meta.json"
+
+
+TORCHSCRIPT_DEPRECATED = (
+    "TorchScript (torch.jit.trace/script) is deprecated in torch 2.14; "
+    "torch.export is its replacement, deployed with ExecuTorch."
+)
+LITE_DEPRECATED = (
+    "PyTorch Mobile's lite interpreter is deprecated; ExecuTorch (.pte) replaces it."
+)
+AO_DEPRECATED = (
+    "torch.ao.quantization (eager-mode/FX quantization) is deprecated; PT2E quantization "
+    "(torch.export + torchao's pt2e quantizers, e.g. XNNPACKQuantizer) replaces it."
+)
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant("fp32-eager", "torch_eager", "fp32", "fp32-eager.pth", "export",
+            "mobilenet.exports:save_state_dict", "torchvision nn.Module, eager mode (the reference)"),
+    Variant("fp32-torchscript", "torchscript", "fp32", "fp32-torchscript.pt", "export",
+            "mobilenet.exports:torchscript", "torch.jit.trace, frozen",
+            deprecated=TORCHSCRIPT_DEPRECATED),
+    Variant("fp32-mobile", "lite_interpreter", "fp32", "fp32-mobile.ptl", "export",
+            "mobilenet.exports:lite_interpreter", "PyTorch Mobile, lite interpreter (.ptl)",
+            deprecated=LITE_DEPRECATED),
+    Variant("int8-dynamic", "torchscript", "int8", "int8-dynamic.pt", "quantize-dynamic",
+            "mobilenet.quantization:dynamic", "torch.ao dynamic quantization (Linear layers), TorchScript",
+            engine="x86", deprecated=AO_DEPRECATED),
+    Variant("int8-static-fbgemm", "torchscript", "int8", "int8-static-fbgemm.pt", "quantize-static",
+            "mobilenet.quantization:static", "torch.ao static PTQ, x86 fbgemm engine, TorchScript",
+            engine="fbgemm", options={"qconfig": "fbgemm", "per_channel": True},
+            deprecated=AO_DEPRECATED),
+    Variant("int8-static-qnnpack", "torchscript", "int8", "int8-static-qnnpack.pt", "quantize-static",
+            "mobilenet.quantization:static", "torch.ao static PTQ, ARM qnnpack engine, TorchScript",
+            engine="qnnpack", options={"qconfig": "qnnpack", "per_channel": False},
+            deprecated=AO_DEPRECATED),
+    Variant("onnx-fp32", "onnxruntime", "fp32", "onnx-fp32.onnx", "convert-onnx",
+            "mobilenet.convert_onnx:export_fp32", "torch.onnx.export (dynamo), ONNX Runtime CPU"),
+    Variant("onnx-int8", "onnxruntime", "int8", "onnx-int8.onnx", "convert-onnx",
+            "mobilenet.convert_onnx:quantize_int8", "ONNX Runtime static QDQ INT8, ONNX Runtime CPU"),
+    Variant("litert-fp32", "litert", "fp32", "litert-fp32.tflite", "convert-litert",
+            "mobilenet.convert_litert:convert_fp32", "litert-torch, LiteRT interpreter (XNNPACK)"),
+    Variant("litert-int8", "litert", "int8", "litert-int8.tflite", "convert-litert",
+            "mobilenet.convert_litert:convert_int8", "litert-torch PT2E INT8, LiteRT interpreter (XNNPACK)"),
+    Variant("executorch-fp32", "executorch", "fp32", "executorch-fp32.pte", "convert-executorch",
+            "mobilenet.convert_executorch:export_fp32", "torch.export -> ExecuTorch, XNNPACK delegate"),
+    Variant("executorch-int8", "executorch", "int8", "executorch-int8.pte", "convert-executorch",
+            "mobilenet.convert_executorch:export_int8", "PT2E XNNPACKQuantizer INT8 -> ExecuTorch, XNNPACK"),
+)
+
+# The order in which build steps run; each is a task in tasks.py.
+BUILD_STEPS = ("export", "quantize-dynamic", "quantize-static",
+               "convert-onnx", "convert-litert", "convert-executorch")
+
+
+def by_id(variant_id: str) -> Variant:
+    for variant in VARIANTS:
+        if variant.id == variant_id:
+            return variant
+    raise KeyError(f"unknown variant {variant_id!r}; known: {', '.join(v.id for v in VARIANTS)}")
+
+
+def for_step(step: str) -> list[Variant]:
+    return [v for v in VARIANTS if v.step == step]
+
+
+def select(pattern: str | None) -> list[Variant]:
+    """Variants matching a comma-separated list of glob patterns (None = all).
+
+    The FP32 eager reference is always included: agreement and speed-up are measured
+    against it.
+    """
+    if not pattern:
+        return list(VARIANTS)
+    globs = [p.strip() for p in pattern.split(",") if p.strip()]
+    chosen = [v for v in VARIANTS
+              if v.id == REFERENCE_ID or any(fnmatch.fnmatch(v.id, g) for g in globs)]
+    if len(chosen) == 1 and not any(fnmatch.fnmatch(REFERENCE_ID, g) for g in globs):
+        raise ValueError(f"--only {pattern!r} matches no variant; known: "
+                         f"{', '.join(v.id for v in VARIANTS)}")
+    return chosen
