@@ -160,8 +160,15 @@ def is_verified(path: Path, row: ManifestRow) -> bool:
         return False
 
 
+# Offline or behind a firewall, every URL would wait out its timeouts and retries; after
+# this many files in a row that could not even connect, the rest are reported untried.
+UNREACHABLE_LIMIT = 3
+
+
 class _Retryable(Exception):
-    pass
+    def __init__(self, message: str, unreachable: bool = False):
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 def _fetch(session, url: str, target: Path, row: ManifestRow, timeout, max_bytes: int) -> None:
@@ -169,7 +176,7 @@ def _fetch(session, url: str, target: Path, row: ManifestRow, timeout, max_bytes
     try:
         response = session.get(url, stream=True, timeout=timeout)
     except (requests.ConnectionError, requests.Timeout) as exc:
-        raise _Retryable(f"connection failed: {exc.__class__.__name__}: {exc}") from exc
+        raise _Retryable(f"connection failed: {exc.__class__.__name__}: {exc}", unreachable=True) from exc
     with response:
         if response.status_code >= 500:
             raise _Retryable(f"HTTP {response.status_code} {response.reason}")
@@ -215,6 +222,7 @@ def download(rows: list[ManifestRow], folder: Path, mirror: str | None = None, *
     folder.mkdir(parents=True, exist_ok=True)
     failures: list[tuple[str, str]] = []
     counts = {"downloaded": 0, "kept": 0}
+    unreachable_in_a_row = 0
     with requests.Session() as session, tqdm(rows, desc=f"download {folder.name}", unit="img",
                                              disable=not progress, leave=False) as bar:
         for row in bar:
@@ -223,19 +231,25 @@ def download(rows: list[ManifestRow], folder: Path, mirror: str | None = None, *
                 counts["kept"] += 1
                 continue
             url = source_url(row, mirror)
+            if unreachable_in_a_row >= UNREACHABLE_LIMIT:
+                failures.append((url, "not tried: the previous downloads could not connect at all"))
+                continue
             for attempt in range(retries + 1):
                 try:
                     _fetch(session, url, target, row, timeout, max_bytes)
                     counts["downloaded"] += 1
+                    unreachable_in_a_row = 0
                     break
                 except _Retryable as exc:
                     if attempt == retries:
                         failures.append((url, f"{exc} (after {retries + 1} attempts)"))
+                        unreachable_in_a_row += 1 if exc.unreachable else 0
                     else:
                         log.debug("retrying %s: %s", url, exc)
                         time.sleep(backoff_s * 2 ** attempt)
                 except RuntimeError as exc:
                     failures.append((url, str(exc)))
+                    unreachable_in_a_row = 0
                     break
     if failures:
         raise DownloadError(failures, kept=counts["kept"] + counts["downloaded"])

@@ -1,0 +1,79 @@
+"""ExecuTorch programs (.pte, XNNPACK-delegated), run with the ExecuTorch C++ runtime.
+
+ExecuTorch has one process-wide thread pool, shared by every loaded program; the XNNPACK
+delegate keeps a pointer to it when a method is loaded. Resetting the pool after that
+leaves the delegate with a dangling pool and crashes the process, so the pool is sized
+exactly once per process, in the first Runner's constructor, before anything is loaded.
+A later Runner asking for a different count is refused rather than allowed to crash.
+"""
+from __future__ import annotations
+
+import logging
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from mobilenet.convert_executorch import quiet_native_output
+
+log = logging.getLogger("mobilenet.runners.executorch")
+
+# Importing the pybindings prints torch/torchao warnings; keep them out of the worker's
+# stdout/stderr. An ImportError still propagates (runner_module turns it into
+# RuntimeUnavailable).
+with quiet_native_output(log, "executorch runtime import"):
+    import torch
+    from executorch.extension.pybindings import portable_lib
+    from executorch.runtime import Runtime
+
+_pool_threads: int | None = None  # what this process's thread pool was sized to
+
+
+def _size_threadpool(threads: int) -> int:
+    global _pool_threads
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    if _pool_threads is None:
+        # The first query creates the pool (cpuinfo probing prints to stderr, hence quiet).
+        with quiet_native_output(log, "executorch threadpool"):
+            if portable_lib._threadpool_get_thread_count() != threads:
+                portable_lib._unsafe_reset_threadpool(threads)
+        _pool_threads = threads
+    elif _pool_threads != threads:
+        raise RuntimeError(
+            f"executorch: this process's thread pool is already sized to {_pool_threads} "
+            f"threads; it cannot be resized to {threads} once programs may be loaded "
+            "(use a new process per thread count)")
+    return int(portable_lib._threadpool_get_thread_count())
+
+
+class Runner:
+    def __init__(self, threads: int, engine: str | None = None):
+        # `engine` selects a torch quantized engine for TorchScript artifacts; a .pte carries
+        # its kernels (XNNPACK) inside, so there is nothing to select.
+        self.threads_effective = _size_threadpool(threads)
+        self.path: Path | None = None
+        self.program = None
+        self.method = None
+
+    def load(self, path: Path) -> None:
+        self.path = Path(path)
+        with quiet_native_output(log, f"executorch load {self.path.name}"):
+            # Kept on self so the program outlives every call of its method.
+            self.program = Runtime.get().load_program(self.path)
+            self.method = self.program.load_method("forward")
+
+    def run(self, image: np.ndarray) -> np.ndarray:
+        tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+        # execute() copies outputs out of the planned memory, so the array stays valid
+        # after the next call.
+        (logits,) = self.method.execute((tensor,))
+        return logits.numpy()
+
+    def size_bytes(self) -> int:
+        from mobilenet.runners import file_size
+        return file_size(self.path)
+
+
+def versions() -> dict[str, str]:
+    return {"executorch": metadata.version("executorch")}

@@ -1,0 +1,180 @@
+"""One variant in its own process, driven over a JSON-lines pipe.
+
+The coordinator (bench.py, or build.py for its checks) starts `python -m mobilenet.worker`,
+sends an init message, and then asks for bursts of timed calls. Stdout is the protocol
+channel only: anything a runtime prints goes to the worker's log file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+class WorkerError(RuntimeError):
+    pass
+
+
+class WorkerSkipped(RuntimeError):
+    """The variant's runtime is unavailable in the worker."""
+
+
+class WorkerProcess:
+    """Coordinator-side handle of one worker."""
+
+    def __init__(self, variant, artifact: Path, threads: int, eval_npy: Path, logits_out: Path,
+                 warmup: int, log_path: Path):
+        env = dict(os.environ)
+        env.update({name: str(threads) for name in THREAD_ENV_VARS})
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        env["PYTHONWARNINGS"] = "ignore::DeprecationWarning,ignore::FutureWarning"
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        self.variant = variant
+        self.log_path = Path(log_path)
+        self._log = open(log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mobilenet.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self._log, env=env, text=True, bufsize=1, cwd=Path(__file__).resolve().parent.parent)
+        self.ready = self.request(
+            runtime=variant.runtime, engine=variant.engine, artifact=str(artifact),
+            threads=threads, eval_npy=str(eval_npy), logits_out=str(logits_out), warmup=warmup)
+
+    def request(self, **message) -> dict:
+        try:
+            self.proc.stdin.write(json.dumps(message) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except BrokenPipeError:
+            line = ""
+        if not line:
+            self.proc.wait(timeout=30)
+            raise WorkerError(f"{self.variant.id} worker exited with code {self.proc.returncode}; "
+                              f"last log lines:\n{self.log_tail()}")
+        reply = json.loads(line)
+        if reply.get("skipped"):
+            raise WorkerSkipped(reply["skipped"])
+        if reply.get("error"):
+            raise WorkerError(f"{self.variant.id}: {reply['error']}")
+        return reply
+
+    def log_tail(self, lines: int = 15) -> str:
+        self._log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def burst(self, count: int) -> dict:
+        return self.request(cmd="burst", count=count)
+
+    def finish(self) -> dict:
+        reply = self.request(cmd="finish")
+        self.close()
+        return reply
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=30)
+            except Exception:
+                self.proc.kill()
+        self._log.close()
+
+
+def score_artifact(variant, artifact: Path, settings, data) -> np.ndarray:
+    """Logits of every evaluation photo, computed by the variant's runner in a fresh process.
+
+    A fresh process keeps each runtime's global state (quantized engine, ExecuTorch's
+    thread pool) from leaking between variants, and a crash from killing the caller.
+    """
+    artifact = Path(artifact)
+    logits_out = settings.build_dir / "tmp" / f"{variant.id}.{os.getpid()}.check-logits.npy"
+    worker = WorkerProcess(variant, artifact, os.cpu_count() or 1, data.eval.path, logits_out,
+                           warmup=0, log_path=settings.logs_dir / f"check-{variant.id}.log")
+    try:
+        worker.finish()
+        return np.load(logits_out)
+    finally:
+        worker.close()
+        logits_out.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- worker side
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def serve(inp, out) -> None:
+    from mobilenet.dataset import NpyImages
+    from mobilenet.logs import quiet_deprecations
+    from mobilenet.runners import RuntimeUnavailable, make_runner, runtime_versions
+    from mobilenet.timing import time_calls
+
+    def reply(**message):
+        out.write(json.dumps(message) + "\n")
+        out.flush()
+
+    quiet_deprecations()
+    init = json.loads(inp.readline())
+    images = NpyImages(Path(init["eval_npy"]))
+    try:
+        runner = make_runner(init["runtime"], init["threads"], init.get("engine"))
+        start = time.perf_counter()
+        runner.load(Path(init["artifact"]))
+        load_ms = (time.perf_counter() - start) * 1000
+        timing_image = images[0]
+        start = time.perf_counter()
+        runner.run(timing_image)
+        first_ms = (time.perf_counter() - start) * 1000
+        logits = np.concatenate([np.asarray(runner.run(image), dtype=np.float32).reshape(1, -1)
+                                 for image in images])
+        Path(init["logits_out"]).parent.mkdir(parents=True, exist_ok=True)
+        np.save(init["logits_out"], logits)
+        time_calls(runner.run, timing_image, init["warmup"])
+        reply(ok=True, load_ms=load_ms, first_inference_ms=first_ms, size_bytes=runner.size_bytes(),
+              threads_effective=runner.threads_effective, versions=runtime_versions(init["runtime"]))
+    except RuntimeUnavailable as exc:
+        reply(skipped=str(exc))
+        return
+    except Exception as exc:
+        traceback.print_exc()
+        reply(error=f"{exc.__class__.__name__}: {exc}")
+        return
+
+    timed_cpu_s = timed_wall_s = 0.0
+    for line in inp:
+        command = json.loads(line)
+        if command["cmd"] == "burst":
+            cpu_before, wall_before = _cpu_s(), time.perf_counter()
+            samples = time_calls(runner.run, timing_image, command["count"])
+            timed_cpu_s += _cpu_s() - cpu_before
+            timed_wall_s += time.perf_counter() - wall_before
+            reply(samples_ms=samples)
+        elif command["cmd"] == "finish":
+            reply(peak_rss_mb=_peak_rss_mb(), cpu_time_s=timed_cpu_s,
+                  cpu_util_pct=100 * timed_cpu_s / timed_wall_s if timed_wall_s else None)
+            return
+
+
+def main() -> None:
+    # Keep the protocol on a private copy of stdout; whatever a runtime prints lands in stderr (the log).
+    protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    serve(sys.stdin, protocol_out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Invoke tasks: the benchmark chain. Each task is a thin call into the mobilenet package.
+
+Chain-wide settings come from MOBILENET_* environment variables (see README); options
+given to a task apply to that task. Every step skips work whose outputs are up to date.
+"""
+import sys
+
+from invoke import task
+
+from mobilenet.settings import Settings
+
+
+def _settings(**options) -> Settings:
+    return Settings().with_options(**options)
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def _build(step: str, force: bool, **options) -> None:
+    from mobilenet.build import BuildError, run_step
+    from mobilenet.model import WeightsError
+    try:
+        run_step(step, _settings(**options), force=force)
+    except (BuildError, WeightsError, ValueError) as exc:
+        _fail(str(exc))
+
+
+@task(help={"mirror": "base URL serving the same files (env MOBILENET_MIRROR)",
+            "local_images": "use your own folder of photos instead (env MOBILENET_LOCAL_IMAGES)",
+            "local_labels": "CSV filename,label for --local-images (env MOBILENET_LOCAL_LABELS)",
+            "calib_count": "calibration photos (default 50)", "eval_count": "evaluation photos (default 200)"})
+def download_images(c, mirror=None, local_images=None, local_labels=None, calib_count=None, eval_count=None):
+    """Download the labelled calibration and evaluation photos of calib_images/manifest.csv."""
+    from mobilenet import images, logs
+    settings = _settings(mirror=mirror, local_images=local_images, local_labels=local_labels,
+                         calib_count=calib_count, eval_count=eval_count)
+    log = logs.setup(settings.logs_dir, "download-images", settings.quiet)
+    try:
+        counts = images.download_images(settings)
+    except (images.DownloadError, images.ManifestError) as exc:
+        _fail(str(exc))
+    log.info("download-images: %d downloaded, %d already verified", counts["downloaded"], counts["kept"])
+
+
+@task(pre=[download_images], help={"weights": "local state_dict (env MOBILENET_WEIGHTS)",
+                                   "random_weights": "random weights: latency only (env MOBILENET_RANDOM_WEIGHTS=1)",
+                                   "force": "rebuild even if up to date"})
+def export(c, weights=None, random_weights=None, force=False):
+    """FP32 eager state_dict, traced TorchScript and PyTorch Mobile (.ptl), each checked against eager."""
+    _build("export", force, weights=weights, random_weights=random_weights)
+
+
+@task(pre=[export], help={"force": "rebuild even if up to date"})
+def quantize_dynamic(c, force=False):
+    """INT8 dynamic quantization (torch.ao), saved as TorchScript."""
+    _build("quantize-dynamic", force)
+
+
+@task(pre=[quantize_dynamic], help={"force": "rebuild even if up to date"})
+def quantize_static(c, force=False):
+    """INT8 static quantization calibrated on real photos, for the fbgemm (x86) and qnnpack (ARM) engines."""
+    _build("quantize-static", force)
+
+
+@task(pre=[quantize_static], help={"force": "rebuild even if up to date"})
+def convert_onnx(c, force=False):
+    """ONNX (dynamo exporter) FP32, and ONNX Runtime static QDQ INT8."""
+    _build("convert-onnx", force)
+
+
+@task(pre=[convert_onnx], help={"force": "rebuild even if up to date"})
+def convert_litert(c, force=False):
+    """LiteRT (TensorFlow Lite) FP32 and INT8 via litert-torch."""
+    _build("convert-litert", force)
+
+
+@task(pre=[convert_litert], help={"force": "rebuild even if up to date"})
+def convert_executorch(c, force=False):
+    """ExecuTorch .pte, FP32 and PT2E INT8, lowered to XNNPACK."""
+    _build("convert-executorch", force)
+
+
+@task(pre=[convert_executorch],
+      help={"threads": "1, 1,2 or all (env MOBILENET_THREADS)", "only": "variant globs, e.g. 'onnx-*,int8-*'",
+            "min_runs": "timed calls per variant, at least", "min_seconds": "timed seconds per variant, at least",
+            "warmup": "untimed calls first", "tag": "machine id in results (default hostname + CPU)",
+            "force": "rerun even if up to date"})
+def bench(c, threads=None, only=None, min_runs=None, min_seconds=None, warmup=None, tag=None, force=False):
+    """Measure every variant, each in its own process, interleaved; exit 1 if any is FAILED."""
+    from mobilenet import bench as bench_module
+    settings = _settings(threads=threads, only=only, min_runs=min_runs, min_seconds=min_seconds,
+                         warmup=warmup, tag=tag)
+    try:
+        results = bench_module.run(settings, force=force)
+    except (ValueError, RuntimeError) as exc:
+        _fail(str(exc))
+    failed = [r.variant for r in results if r.status == "FAILED"]
+    if failed:
+        _fail(f"FAILED the correctness gate: {', '.join(failed)} (see build/results and the report)")
+
+
+@task(pre=[bench], help={"results": "extra result folders to merge, comma-separated"})
+def report(c, results=None):
+    """Write build/report.md from build/results/*.json (no rerun)."""
+    from pathlib import Path
+
+    from mobilenet import report as report_module
+    settings = _settings()
+    folders = [settings.results_dir] + [Path(p) for p in (results or "").split(",") if p]
+    out = report_module.write(folders, settings.build_dir / "report.md")
+    print(f"report: {out}")
+
+
+@task
+def clean(c):
+    """Remove build/ (downloaded photos in calib_images/ are kept)."""
+    import shutil
+    settings = _settings()
+    shutil.rmtree(settings.build_dir, ignore_errors=True)
+    print(f"removed {settings.build_dir}")

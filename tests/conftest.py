@@ -1,0 +1,67 @@
+"""Shared fixtures: paths to ../shared and a real HTTP server on 127.0.0.1 serving its photos."""
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+WEIGHTS = SHARED / "weights" / "mobilenet_v2_float_from_qnnpack.pth"
+SAMPLE_IMAGES = SHARED / "imagenet-sample" / "images"
+
+requires_shared = pytest.mark.skipif(not WEIGHTS.exists() or not SAMPLE_IMAGES.is_dir(),
+                                     reason=f"needs {SHARED} (offline weights and sample photos)")
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Serves SAMPLE_IMAGES; `server.behaviour[name]` makes a file misbehave on purpose."""
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        name = urllib.parse.unquote(self.path.lstrip("/"))
+        self.server.requests.append(name)
+        mode = self.server.behaviour.get(name, "ok")
+        path = SAMPLE_IMAGES / name
+        if mode == "500-once" and self.server.requests.count(name) == 1 or mode == "500":
+            return self._send(500, b"oops")
+        if mode == "slow":
+            time.sleep(self.server.slow_s)
+        if mode == "404" or not path.is_file():
+            return self._send(404, b"not found")
+        body = path.read_bytes()
+        if mode == "wrong-bytes":
+            body = (SAMPLE_IMAGES / "n01440764_tench.JPEG").read_bytes()
+        elif mode == "truncated":
+            body = body[: len(body) // 2]
+        elif mode == "not-image":
+            body = b"<html>a captive portal, not a photo</html>"
+        self._send(200, body)
+
+    def _send(self, status: int, body: bytes):
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def image_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.behaviour, server.requests, server.slow_s = {}, [], 2.0
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield server
+    server.shutdown()
+    server.server_close()

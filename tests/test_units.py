@@ -1,0 +1,137 @@
+"""Unit tests for the small pieces: stats, freshness, settings, registry, gate, atomic writes."""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from mobilenet import accuracy, timing, variants
+from mobilenet.fsutil import atomic_path, is_fresh, record_stamp
+from mobilenet.settings import Settings, parse_threads
+
+
+def test_summarize_percentiles_and_cv():
+    stats = timing.summarize(list(range(1, 101)))
+    assert stats.runs == 100
+    assert stats.p50_ms == pytest.approx(50.5)
+    assert stats.p90_ms == pytest.approx(90.1)
+    assert stats.p99_ms == pytest.approx(99.01)
+    assert stats.mean_ms == pytest.approx(50.5)
+    assert stats.cv == pytest.approx(np.std(range(1, 101), ddof=1) / 50.5)
+
+
+def test_summarize_rejects_empty():
+    with pytest.raises(ValueError):
+        timing.summarize([])
+
+
+def test_speedup_is_median_of_per_round_ratios():
+    # The machine slows down 2x in round 2; ratios stay 2.0 in every round.
+    reference = [[10, 10, 10], [20, 20, 20], [10, 11, 9]]
+    variant = [[5, 5, 5], [10, 10, 10], [5, 6, 4]]
+    assert timing.median_round_ratio(reference, variant) == pytest.approx(2.0)
+    # A pooled mean would be distorted by the unequal phases; the round median is not.
+    assert timing.median_round_ratio([[10], [30], [10]], [[5], [5], [5]]) == pytest.approx(2.0)
+
+
+def test_time_calls_counts_and_measures():
+    samples = timing.time_calls(lambda x: time.sleep(0.002), None, 5)
+    assert len(samples) == 5 and all(s >= 2.0 for s in samples)
+
+
+def test_parse_threads():
+    assert parse_threads("1") == (1,)
+    assert parse_threads("1,2,1") == (1, 2)
+    assert parse_threads("all") == (os.cpu_count(),)
+    with pytest.raises(ValueError):
+        parse_threads("zero")
+
+
+def test_settings_env_and_options(monkeypatch, tmp_path):
+    monkeypatch.setenv("MOBILENET_BUILD_DIR", str(tmp_path))
+    monkeypatch.setenv("MOBILENET_THREADS", "1,2")
+    settings = Settings()
+    assert settings.build_dir == tmp_path and settings.threads == (1, 2)
+    assert settings.with_options(threads="all", only=None).threads == (os.cpu_count(),)
+    assert settings.with_options(only=None).only is None
+
+
+def _touch(path, mtime):
+    path.write_text("x")
+    os.utime(path, (mtime, mtime))
+
+
+def test_freshness_rules(tmp_path):
+    src, out, stamp = tmp_path / "in", tmp_path / "out", tmp_path / "stamp.json"
+    _touch(src, 1000)
+    assert is_fresh([out], [src], {"a": 1}, stamp) == (False, "missing out")
+    _touch(out, 2000)
+    assert is_fresh([out], [src], {"a": 1}, stamp)[0] is False  # never recorded
+    record_stamp(stamp, {"a": 1})
+    assert is_fresh([out], [src], {"a": 1}, stamp) == (True, "up to date")
+    assert is_fresh([out], [src], {"a": 2}, stamp) == (False, "settings changed")
+    _touch(src, 3000)
+    fresh, reason = is_fresh([out], [src], {"a": 1}, stamp)
+    assert not fresh and "newer" in reason
+
+
+def test_atomic_path_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "model.onnx"
+    target.write_text("good")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            assert tmp.suffix == ".onnx" and tmp.parent == tmp_path
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "good"
+    assert list(tmp_path.iterdir()) == [target]
+    with atomic_path(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+
+
+def test_registry_is_consistent():
+    ids = [v.id for v in variants.VARIANTS]
+    assert len(ids) == len(set(ids))
+    assert variants.REFERENCE_ID in ids
+    assert {v.step for v in variants.VARIANTS} == set(variants.BUILD_STEPS)
+    artifacts = [v.artifact for v in variants.VARIANTS]
+    assert len(artifacts) == len(set(artifacts))
+    for v in variants.VARIANTS:
+        assert v.precision in ("fp32", "int8") and ":" in v.builder
+
+
+def test_select_always_keeps_reference():
+    chosen = [v.id for v in variants.select("onnx-*")]
+    assert chosen == ["fp32-eager", "onnx-fp32", "onnx-int8"]
+    with pytest.raises(ValueError):
+        variants.select("no-such-variant")
+
+
+def _logits(top1_classes, n_classes=10):
+    logits = np.zeros((len(top1_classes), n_classes), dtype=np.float32)
+    logits[np.arange(len(top1_classes)), top1_classes] = 5.0
+    return logits
+
+
+def test_scores_and_gate():
+    reference = _logits([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    labels = [0, 1, 2, 3, 4, 5, 6, 7, 8, 0]  # reference top-1 = 90 %
+    same = accuracy.score(reference, reference, labels)
+    assert (same.top1_pct, same.agreement_pct) == (90.0, 100.0)
+    assert accuracy.gate(same, 90.0)[0] == accuracy.OK
+    # 9/10 agree (90 %), top-1 drops 10 points -> FAILED on the drop
+    worse = accuracy.score(_logits([9, 1, 2, 3, 4, 5, 6, 7, 8, 9]), reference, labels)
+    assert worse.agreement_pct == 90.0 and worse.top1_pct == 80.0
+    assert accuracy.gate(worse, 90.0)[0] == accuracy.FAILED
+    # Unlabelled: only agreement counts; 85 % is DEGRADED, 70 % FAILED
+    assert accuracy.gate(accuracy.Scores(None, None, 85.0, 0.1), None)[0] == accuracy.DEGRADED
+    assert accuracy.gate(accuracy.Scores(None, None, 70.0, 0.1), None)[0] == accuracy.FAILED
+
+
+def test_fp32_parity_threshold():
+    reference = _logits([1, 2, 3])
+    assert accuracy.fp32_parity(reference + 5e-4, reference)[0]
+    assert not accuracy.fp32_parity(reference + 2e-3, reference)[0]
