@@ -8,6 +8,7 @@ build step resolves builders by name) never needs them.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import logging
 import tempfile
@@ -50,7 +51,6 @@ def _console_to_log(log: logging.Logger):
 
 
 def _require(module: str):
-    import importlib
     try:
         return importlib.import_module(module)
     except ImportError as exc:

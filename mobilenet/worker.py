@@ -109,7 +109,15 @@ def score_artifact(variant, artifact: Path, settings, data) -> np.ndarray:
 # ---------------------------------------------------------------- worker side
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    """Peak RSS of this process image. VmHWM, not getrusage's ru_maxrss: Linux carries
+    ru_maxrss over from the forking parent (the coordinator, with torch loaded) across exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; a fork's upper bound
 
 
 def _cpu_s() -> float:
