@@ -129,7 +129,8 @@ def build_variant(ctx: BuildContext, ref_logits: np.ndarray | None) -> dict:
     final = variant.artifact_path(settings.models_dir)
     started = time.perf_counter()
     with atomic_path(final) as tmp:
-        options = _builder(variant)(ctx, tmp) or {}
+        with logs.console_to_file(settings.logs_dir / f"{variant.step}.log"):
+            options = _builder(variant)(ctx, tmp) or {}
         check = None
         if ref_logits is not None:
             check = check_artifact(variant, tmp, settings, ctx.data, ref_logits)

@@ -6,7 +6,9 @@ TorchScript and torch.ao.quantization, go to the log file only.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -44,6 +46,7 @@ def setup(logs_dir: Path, step: str, quiet: bool = False) -> logging.Logger:
 
     root = logging.getLogger()
     root.setLevel(logging.DEBUG)
+    logging.getLogger("invoke").setLevel(logging.WARNING)  # its config chatter is not ours
     for handler in list(root.handlers):
         if getattr(handler, "_mobilenet", False):
             root.removeHandler(handler)
@@ -63,3 +66,29 @@ def setup(logs_dir: Path, step: str, quiet: bool = False) -> logging.Logger:
     logger = get_logger()
     logger.debug("---- %s ----", step)
     return logger
+
+
+@contextlib.contextmanager
+def console_to_file(path: Path):
+    """Send everything written to file descriptors 1 and 2 into `path` for the duration.
+
+    Converters print through C++ glog, absl, torch's own log handlers and bare prints;
+    only redirecting the descriptors catches all of them.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(path, "ab") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
