@@ -104,14 +104,34 @@ def bench(c, threads=None, only=None, min_runs=None, min_seconds=None, warmup=No
 
 @task(pre=[bench], help={"results": "extra result folders to merge, comma-separated"})
 def report(c, results=None):
-    """Write build/report.md from build/results/*.json (no rerun)."""
-    from pathlib import Path
+    """Write build/report.md and its charts (build/plots/) from result files (no rerun).
 
+    Merges build/results, every build/remote/<host>/results folder that exists, and the
+    --results folders; results spanning several machines get a cross-machine table.
+    """
     from mobilenet import report as report_module
     settings = _settings()
-    folders = [settings.results_dir] + [Path(p) for p in (results or "").split(",") if p]
-    out = report_module.write(folders, settings.build_dir / "report.md")
+    try:
+        folders = report_module.result_folders(settings.build_dir, [p for p in (results or "").split(",") if p])
+        out = report_module.write(folders, settings.build_dir / "report.md")
+    except ValueError as exc:
+        _fail(str(exc))
     print(f"report: {out}")
+
+
+@task(help={"old": "result folder before the change", "new": "result folder after the change",
+            "threshold": "percent slower that counts as a regression, e.g. --threshold 5 (default 10)"})
+def compare(c, old, new, threshold=10.0):
+    """p50 per variant, OLD vs NEW; exit 1 if any got slower beyond --threshold % and the recorded noise."""
+    from mobilenet import compare as compare_module
+    try:
+        comparison = compare_module.compare_folders(old, new, threshold)
+    except ValueError as exc:
+        _fail(str(exc))
+    print(compare_module.render(comparison))
+    if comparison.regressions:
+        slower = ", ".join(f"{r.variant}@{r.threads}t {r.change_pct:+.1f} %" for r in comparison.regressions)
+        _fail(f"slower beyond {threshold:g} % and the noise: {slower}")
 
 
 @task
@@ -121,3 +141,37 @@ def clean(c):
     settings = _settings()
     shutil.rmtree(settings.build_dir, ignore_errors=True)
     print(f"removed {settings.build_dir}")
+
+
+@task(auto_shortflags=False,  # 16 options: letters run out; long names only
+      help={"hosts": "comma-separated SSH targets, e.g. pi@raspberrypi,nuc (aliases from ~/.ssh/config work)",
+            "threads": "1, 1,2 or all (each host's own cores)", "only": "variant globs, e.g. 'onnx-*,int8-*'",
+            "weights": "state_dict path ON THE HOSTS", "mirror": "base URL the hosts download the photos from",
+            "calib_count": "calibration photos", "eval_count": "evaluation photos",
+            "min_runs": "timed calls per variant, at least", "min_seconds": "timed seconds per variant, at least",
+            "warmup": "untimed calls first", "tag": "machine id in results (default: the host alias; {host} fills it in)",
+            "remote_dir": "project folder on the hosts (default ~/mobilenet-bench/{host})",
+            "remote_venv": "existing virtual environment on the hosts, used as it is",
+            "remote_python": "interpreter that makes <remote-dir>/.venv (default python3)",
+            "identity": "private key file", "ssh_config": "SSH config file instead of ~/.ssh/config"})
+def remote_bench(c, hosts, threads=None, only=None, weights=None, mirror=None, calib_count=None, eval_count=None,
+                 min_runs=None, min_seconds=None, warmup=None, tag=None, remote_dir=None, remote_venv=None,
+                 remote_python=None, identity=None, ssh_config=None):
+    """Bench other machines over SSH, in parallel; results land in build/remote/<host>/results.
+
+    Each host gets the project's files (no build/, .venv or photos), a venv from requirements.txt
+    (reused while it is unchanged) and runs the chain with these settings and your MOBILENET_*;
+    `invoke report` merges every machine. Exit 1 if any host failed, after fetching the others.
+    """
+    from mobilenet import remote
+    chain = dict(threads=threads, only=only, weights=weights, mirror=mirror, calib_count=calib_count,
+                 eval_count=eval_count, min_runs=min_runs, min_seconds=min_seconds, warmup=warmup)
+    try:
+        plan = remote.make_plan(hosts, chain, tag=tag, remote_dir=remote_dir, remote_venv=remote_venv,
+                                remote_python=remote_python, identity=identity, ssh_config=ssh_config)
+        outcomes = remote.run_hosts(plan)
+    except (ValueError, remote.RemoteError) as exc:
+        _fail(str(exc))
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        _fail(f"{len(failed)} of {len(outcomes)} host(s) failed: " + "; ".join(f"{o.host}: {o.error}" for o in failed))

@@ -22,7 +22,7 @@ from mobilenet.dataset import Prepared, prepare
 from mobilenet.fsutil import atomic_path, is_fresh, read_json, record_stamp, stamp_path, write_json
 from mobilenet.model import WeightsInfo, load_fp32, weights_input_files
 from mobilenet.settings import Settings
-from mobilenet.variants import REFERENCE_ID, Variant, by_id, for_step
+from mobilenet.variants import REFERENCE_ID, Variant, by_id, for_step, select
 
 log = logging.getLogger("mobilenet.build")
 
@@ -142,7 +142,11 @@ def build_variant(ctx: BuildContext, ref_logits: np.ndarray | None) -> dict:
 def run_step(step: str, settings: Settings, force: bool = False) -> list[dict]:
     """Build every variant of `step` unless its outputs are fresh; return their metadata."""
     logger = logs.setup(settings.logs_dir, step, settings.quiet)
-    variants = for_step(step)
+    selected = {v.id for v in select(settings.only)}  # MOBILENET_ONLY narrows the builds too
+    variants = [v for v in for_step(step) if v.id in selected]
+    if not variants:
+        logger.info("%s: nothing selected (MOBILENET_ONLY=%s)", step, settings.only)
+        return []
     data = prepare(settings)
     metas = [v.meta_path(settings.models_dir) for v in variants]
     wanted = step_settings(step, settings, variants, data)

@@ -45,7 +45,9 @@ def setup(logs_dir: Path, step: str, quiet: bool = False) -> logging.Logger:
     file_handler.setLevel(logging.DEBUG)
 
     root = logging.getLogger()
-    root.setLevel(logging.DEBUG)
+    # Libraries at INFO (jax and friends log every compilation at DEBUG); ours in full.
+    root.setLevel(logging.INFO)
+    logging.getLogger(LOGGER_NAME).setLevel(logging.DEBUG)
     logging.getLogger("invoke").setLevel(logging.WARNING)  # its config chatter is not ours
     for handler in list(root.handlers):
         if getattr(handler, "_mobilenet", False):

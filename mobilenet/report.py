@@ -1,4 +1,5 @@
-"""build/report.md, rendered from build/results/*.json alone (nothing is rerun)."""
+"""build/report.md and its charts (build/plots/), rendered from result JSON files alone
+(nothing is rerun). Result folders of several machines merge into one report."""
 from __future__ import annotations
 
 import datetime as dt
@@ -7,13 +8,14 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from mobilenet import plots
 from mobilenet.fsutil import atomic_path
 from mobilenet.results import Result, load_results
-from mobilenet.variants import AO_DEPRECATED, LITE_DEPRECATED, REFERENCE_ID, TORCHSCRIPT_DEPRECATED, VARIANTS
+from mobilenet.variants import AO_DEPRECATED, LITE_DEPRECATED, REFERENCE_ID, TORCHSCRIPT_DEPRECATED
 
 # ../shared/weights/mobilenet_v2_float_from_qnnpack.pth: FP32 weights dequantized from an INT8 model.
 INT8_GRID_WEIGHTS_SHA256 = "b25476ee0cc47985ada7a7e8aa5deb05e9a3b3751236837a6c6fb8536feae92c"
-VARIANT_ORDER = {v.id: i for i, v in enumerate(VARIANTS)}
+VARIANT_ORDER = plots.VARIANT_ORDER
 
 
 def _num(value, fmt: str = "{:.2f}", missing: str = "—") -> str:
@@ -145,34 +147,125 @@ def notes(results: list[Result]) -> list[str]:
     return out
 
 
-def render_machine(results: list[Result]) -> str:
-    parts = [environment_block(results), ""]
-    by_threads = defaultdict(list)
+def _by(results: list[Result], key) -> dict:
+    groups = defaultdict(list)
     for r in results:
-        by_threads[r.threads].append(r)
+        groups[key(r)].append(r)
+    return groups
+
+
+def scaling_table(results: list[Result]) -> str:
+    """p50 per variant at each thread count, and how much faster each count is than the lowest."""
+    counts = sorted({r.threads for r in results})
+    p50 = {(r.variant, r.threads): r.p50_ms for r in results if r.measured}
+    rows = []
+    for variant in sorted({r.variant for r in results}, key=lambda v: VARIANT_ORDER.get(v, 99)):
+        base = p50.get((variant, counts[0]))
+        cells = [_num(p50.get((variant, t))) for t in counts]
+        scaling = [_num(base / p50[variant, t] if base and (variant, t) in p50 else None, "{:.2f}×")
+                   for t in counts[1:]]
+        rows.append([f"`{variant}`", *cells, *scaling])
+    headers = (["variant"] + [f"p50 ms @ {t}t" for t in counts]
+               + [f"scaling × {t}t vs {counts[0]}t" for t in counts[1:]])
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def _cross_cell(r: Result | None) -> str:
+    if r is None:
+        return "—"
+    if not r.measured:
+        return r.status
+    return f"{r.p50_ms:.2f} ms ({_num(r.speedup_vs_eager, '{:.2f}×')})"
+
+
+def cross_machine_table(results: list[Result], threads: int) -> str:
+    """Rows = variants, columns = machines; each speed-up is against that machine's own eager FP32."""
+    machines = list(dict.fromkeys(r.env.machine_id for r in results))
+    cell = {(r.env.machine_id, r.variant): r for r in results if r.threads == threads}
+    variants = sorted({v for _, v in cell}, key=lambda v: VARIANT_ORDER.get(v, 99))
+    rows = [[f"`{v}`", *(_cross_cell(cell.get((m, v))) for m in machines)] for v in variants]
+    return tabulate(rows, headers=["variant", *machines], tablefmt="github", disable_numparse=True)
+
+
+def cross_machine_section(results: list[Result]) -> list[str]:
+    parts = ["## Across machines", "",
+             "p50 latency per variant on each machine, and in brackets its speed-up against that "
+             "machine's own eager FP32 (the same figure as in the machine's table below: the median "
+             "of per-round ratios, measured in the same run).", ""]
+    for threads in sorted({r.threads for r in results}):
+        parts += [f"### {plots.threads_label(threads)}", "", cross_machine_table(results, threads), ""]
+    return parts
+
+
+def _image(figures: dict, key: tuple, alt: str) -> list[str]:
+    return [f"![{alt}]({figures[key]})", ""] if key in figures else []
+
+
+def render_machine(results: list[Result], figures: dict | None = None) -> str:
+    figures = figures or {}
+    machine = results[0].env.machine_id
+    parts = [environment_block(results), ""]
+    by_threads = _by(results, lambda r: r.threads)
     for threads in sorted(by_threads):
-        group = by_threads[threads]
-        parts += [f"### {threads} thread{'s' if threads > 1 else ''}", "", main_table(group), "",
-                  *summary_lines(group), "", timing_note(group), ""]
+        group, label = by_threads[threads], plots.threads_label(threads)
+        parts += [f"### {label}", "", main_table(group), "", *summary_lines(group), "", timing_note(group), "",
+                  *_image(figures, (machine, "latency", threads), f"p50 latency per variant at {label}"),
+                  *_image(figures, (machine, "tradeoff", threads), f"size vs latency at {label}")]
+    if len(by_threads) > 1:
+        parts += ["### Thread scaling", "",
+                  "p50 at each thread count; scaling × is how many times faster than at the lowest count.", "",
+                  scaling_table(results), "", *_image(figures, (machine, "scaling", None), "thread scaling")]
     return "\n".join(parts)
 
 
-def render(results: list[Result]) -> str:
+def unique(results: list[Result]) -> tuple[list[Result], list[Result]]:
+    """(kept, dropped): one result per machine, variant and thread count, the first one seen."""
+    seen, kept, dropped = set(), [], []
+    for r in results:
+        key = (r.env.machine_id, r.variant, r.threads)
+        (dropped if key in seen else kept).append(r)
+        seen.add(key)
+    return kept, dropped
+
+
+def render(results: list[Result], figures: dict | None = None, dropped: list[Result] = ()) -> str:
+    """The report text; `figures` maps (machine_id, kind, threads) to a path relative to report.md."""
     if not results:
         raise ValueError("no results to report: run `invoke bench` first")
-    by_machine = defaultdict(list)
-    for r in results:
-        by_machine[r.env.machine_id].append(r)
+    by_machine = _by(results, lambda r: r.env.machine_id)
     parts = ["# MobileNet-V2 deployment benchmark", "",
-             f"Rendered {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from {len(results)} result files.", ""]
+             f"Rendered {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from {len(results)} result files"
+             f" ({len(by_machine)} machine{'s' if len(by_machine) > 1 else ''}).", ""]
+    if dropped:
+        parts += [f"Ignored {len(dropped)} result(s) already given by an earlier folder (same machine, "
+                  f"variant and threads): " + ", ".join(f"`{r.variant}@{r.threads}t`" for r in dropped), ""]
+    if len(by_machine) > 1:
+        parts += cross_machine_section(results)
     for machine, group in by_machine.items():
-        parts += [f"## {machine}", "", render_machine(group), "## Notes", "", *notes(group), ""]
+        parts += [f"## {machine}", "", render_machine(group, figures), "## Notes", "", *notes(group), ""]
     return "\n".join(parts)
+
+
+def result_folders(build_dir: Path, extra: list[Path] = ()) -> list[Path]:
+    """build/results, then every build/remote/<host>/results, then `extra`; each folder once."""
+    build_dir = Path(build_dir)
+    folders = [build_dir / "results", *sorted(build_dir.glob("remote/*/results")), *map(Path, extra)]
+    missing = [f for f in extra if not Path(f).is_dir()]
+    if missing:
+        raise ValueError(f"no such results folder: {missing[0]}")
+    once = {}
+    for folder in folders:
+        once.setdefault(folder.resolve(), folder)
+    return list(once.values())
 
 
 def write(results_dirs: list[Path], out: Path) -> Path:
-    results = [r for folder in results_dirs for r in load_results(folder)]
-    text = render(results)
+    """report.md at `out`, its charts under plots/ beside it, linked by relative paths."""
+    out = Path(out)
+    results, dropped = unique([r for folder in results_dirs for r in load_results(folder)])
+    figures = {key: path.relative_to(out.parent).as_posix()
+               for key, path in plots.write_all(results, out.parent / "plots").items()}
+    text = render(results, figures, dropped)
     with atomic_path(out) as tmp:
         tmp.write_text(text)
     return out

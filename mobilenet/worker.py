@@ -81,10 +81,14 @@ class WorkerProcess:
     def close(self) -> None:
         if self.proc.poll() is None:
             try:
-                self.proc.stdin.close()
+                self.proc.stdin.close()  # end of input: the worker's loop ends and it exits
                 self.proc.wait(timeout=30)
             except Exception:
                 self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if not stream.closed:
+                stream.close()
         self._log.close()
 
 
