@@ -149,7 +149,8 @@ def clean(c):
             "weights": "state_dict path ON THE HOSTS", "mirror": "base URL the hosts download the photos from",
             "calib_count": "calibration photos", "eval_count": "evaluation photos",
             "min_runs": "timed calls per variant, at least", "min_seconds": "timed seconds per variant, at least",
-            "warmup": "untimed calls first", "tag": "machine id in results (default: the host alias; {host} fills it in)",
+            "warmup": "untimed calls first",
+            "tag": "machine id in results (default: the host alias; {host} fills it in)",
             "remote_dir": "project folder on the hosts (default ~/mobilenet-bench/{host})",
             "remote_venv": "existing virtual environment on the hosts, used as it is",
             "remote_python": "interpreter that makes <remote-dir>/.venv (default python3)",
@@ -174,4 +175,4 @@ def remote_bench(c, hosts, threads=None, only=None, weights=None, mirror=None, c
         _fail(str(exc))
     failed = [o for o in outcomes if not o.ok]
     if failed:
-        _fail(f"{len(failed)} of {len(outcomes)} host(s) failed: " + "; ".join(f"{o.host}: {o.error}" for o in failed))
+        _fail(f"{len(failed)} of {len(outcomes)} host(s) failed: {', '.join(o.host for o in failed)} (reasons above)")

@@ -1,0 +1,239 @@
+"""remote-bench against a real OpenSSH server on 127.0.0.1, plus the pieces it is made of.
+
+The server is this machine: two ~/.ssh/config aliases lead to it (two "hosts", each with its
+own remote folder) and a third alias to a port where nothing listens. The hosts reuse this
+venv (--remote-venv sys.prefix), so nothing is installed.
+"""
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, WEIGHTS, requires_shared
+from mobilenet import remote
+
+SSHD = Path("/usr/sbin/sshd")
+requires_sshd = pytest.mark.skipif(
+    not SSHD.exists() or shutil.which("ssh-keygen") is None,
+    reason="needs an OpenSSH server: apt-get install -y openssh-server (.ci/run installs it)")
+
+# The eager reference plus one cheap variant: MOBILENET_ONLY narrows the hosts' builds to them.
+ONLY = "int8-static-fbgemm"
+TINY = {"MOBILENET_CALIB_COUNT": "4", "MOBILENET_EVAL_COUNT": "8", "MOBILENET_MIN_RUNS": "5",
+        "MOBILENET_MIN_SECONDS": "0.1", "MOBILENET_WARMUP": "2"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _keygen(path: Path) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    """sshd -D on a free 127.0.0.1 port: key-only login for the current user, all state in tmp."""
+    root = tmp_path_factory.mktemp("sshd")
+    client_key = _keygen(root / "client_key")
+    (root / "authorized_keys").write_text((root / "client_key.pub").read_text())
+    port, refused_port = _free_port(), _free_port()
+    config = root / "sshd_config"
+    config.write_text("\n".join([
+        f"Port {port}", "ListenAddress 127.0.0.1",
+        f"HostKey {_keygen(root / 'host_key')}", f"PidFile {root / 'sshd.pid'}",
+        f"AuthorizedKeysFile {root / 'authorized_keys'}",
+        "PubkeyAuthentication yes", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+        "PermitRootLogin prohibit-password",  # CI runs as root
+        "StrictModes no",  # tmp folders' permissions would otherwise refuse the key
+        "UsePAM no", "Subsystem sftp internal-sftp", "LogLevel VERBOSE", ""]))
+    try:
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # its privilege-separation folder
+    except PermissionError:
+        pass  # not root: sshd then runs without privilege separation
+    log = open(root / "sshd.log", "w")
+    proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
+    deadline = time.monotonic() + 15
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"sshd exited with {proc.returncode}:\n{(root / 'sshd.log').read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"sshd did not listen on {port}:\n{(root / 'sshd.log').read_text()}")
+            time.sleep(0.1)
+
+    ssh_config = root / "ssh_config"
+    user = getpass.getuser()
+    ssh_config.write_text(
+        f"Host bench-a bench-b\n    HostName 127.0.0.1\n    Port {port}\n    User {user}\n\n"
+        f"Host bench-down\n    HostName 127.0.0.1\n    Port {refused_port}\n    User {user}\n"
+        "    ConnectTimeout 5\n")
+    yield {"ssh_config": ssh_config, "key": client_key, "log": root / "sshd.log"}
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+def _remote_bench(sshd, build: Path, hosts: str, *options: str, timeout: int) -> tuple[int, str]:
+    """`invoke remote-bench` as a user runs it; tiny chain settings come from MOBILENET_* as usual."""
+    env = {**os.environ, **TINY, "MOBILENET_BUILD_DIR": str(build)}
+    env.pop("MOBILENET_TAG", None)
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-m", "invoke", "remote-bench", "--hosts", hosts, "--only", ONLY,
+         "--ssh-config", str(sshd["ssh_config"]), "--identity", str(sshd["key"]), *options],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    print(f"exit {run.returncode} after {time.monotonic() - started:.0f} s\n{run.stdout}{run.stderr}")
+    return run.returncode, run.stderr
+
+
+@requires_shared
+@requires_sshd
+def test_remote_bench_two_hosts_and_a_dead_one(sshd, image_server, tmp_path):
+    build, hosts_root = tmp_path / "build", tmp_path / "hosts"
+    code, log = _remote_bench(sshd, build, "bench-a,bench-b,bench-down",
+                              "--remote-dir", f"{hosts_root}/{{host}}", "--remote-venv", sys.prefix,
+                              "--weights", str(WEIGHTS), "--mirror", image_server.url, timeout=1200)
+
+    # The dead host is named with its reason and fails the task...
+    assert code != 0, log
+    assert re.search(r"bench-down: FAILED .*connect: 127\.0\.0\.1:\d+: Connection refused", log), log
+    assert "1 of 3 host(s) failed: bench-down" in log
+    assert not (build / "remote" / "bench-down").exists()
+    # ...and did not stop the others: both fetched, each tagged with its alias.
+    for alias in ("bench-a", "bench-b"):
+        assert f"{alias}: ok" in log
+        data = [json.loads(p.read_text()) for p in (build / "remote" / alias / "results").glob("*.json")]
+        assert {d["variant"] for d in data} == {"fp32-eager", ONLY}, log
+        assert {d["env"]["machine_id"] for d in data} == {alias}
+        assert all(d["status"] in ("ok", "DEGRADED") and d["p50_ms"] > 0 for d in data)
+        assert (build / "remote" / alias / "logs" / "bench.log").is_file()
+        # The host got the project's files and made its own build/ and photos; no venv was made.
+        copy = hosts_root / alias
+        assert (copy / "tasks.py").is_file() and (copy / "mobilenet" / "remote.py").is_file()
+        assert not (copy / ".venv").exists()
+        assert len(list((copy / "calib_images" / "eval").iterdir())) == 8
+    assert not list((build / "tmp").glob("remote-*")), "staging folders are cleaned up"
+
+    from mobilenet import report
+    text = report.write(report.result_folders(build), build / "report.md").read_text()
+    print(text)
+    assert "## bench-a" in text and "## bench-b" in text
+
+
+@requires_shared
+@requires_sshd
+def test_failing_hosts_say_where_and_why(sshd, image_server, tmp_path):
+    """A chain that fails still sends its logs home; a missing venv is named."""
+    build, venvs = tmp_path / "build", tmp_path / "venvs"
+    venvs.mkdir()
+    (venvs / "bench-a").symlink_to(sys.prefix)  # bench-b gets none
+    code, log = _remote_bench(sshd, build, "bench-a,bench-b",
+                              "--remote-dir", f"{tmp_path}/hosts/{{host}}", "--remote-venv", f"{venvs}/{{host}}",
+                              "--weights", str(tmp_path / "missing.pth"), "--mirror", image_server.url, timeout=600)
+    assert code != 0, log
+    assert re.search(r"bench-a: FAILED .*benchmark: exit code 1: error: weights file .*missing\.pth", log), log
+    assert (build / "remote" / "bench-a" / "logs" / "export.log").is_file(), log
+    assert re.search(r"bench-b: FAILED .*virtual environment: exit code 1: no .*venvs/bench-b/bin/python", log), log
+    assert not (build / "remote" / "bench-b").exists()
+
+
+def test_parse_hosts_names_and_duplicates():
+    hosts = remote.parse_hosts(" pi@raspberrypi, nuc ,user@h:2222,")
+    assert [h.name for h in hosts] == ["raspberrypi", "nuc", "h_2222"]
+    assert hosts[0].spec == "pi@raspberrypi"
+    with pytest.raises(ValueError, match="given twice"):
+        remote.parse_hosts("a@pi,b@pi")
+    with pytest.raises(ValueError, match="at least one host"):
+        remote.parse_hosts(" , ")
+
+
+def test_chain_env_passes_settings_not_local_paths():
+    environ = {"MOBILENET_CALIB_COUNT": "4", "MOBILENET_BUILD_DIR": "/here/build",
+               "MOBILENET_IMAGES_ROOT": "/here/img", "MOBILENET_TAG": "laptop", "HOME": "/root"}
+    env = remote.chain_env({"threads": "all", "only": "onnx-*", "weights": "/data/w.pth",
+                            "min_runs": None}, environ)
+    assert env == {"MOBILENET_CALIB_COUNT": "4", "MOBILENET_THREADS": "all", "MOBILENET_ONLY": "onnx-*",
+                   "MOBILENET_WEIGHTS": "/data/w.pth", "MOBILENET_QUIET": "1"}
+    with pytest.raises(ValueError, match="threads"):
+        remote.chain_env({"threads": "two"}, {})
+    with pytest.raises(ValueError, match="matches no variant"):
+        remote.chain_env({"only": "nope-*"}, {})
+    with pytest.raises(ValueError, match="min_seconds"):
+        remote.chain_env({"min_seconds": "fast"}, {})
+
+
+def test_plan_rejects_one_tag_for_several_hosts():
+    with pytest.raises(ValueError, match=r"\{host\}"):
+        remote.make_plan("a,b", {}, tag="same", environ={})
+    plan = remote.make_plan("a,b", {}, tag="{host}-py311", environ={})
+    assert plan.tag == "{host}-py311" and plan.remote_dir == remote.DEFAULT_REMOTE_DIR
+
+
+def test_remote_paths():
+    host = remote.Host("pi@pi", "pi")
+    assert remote._remote_path("~/mobilenet-bench/{host}", host) == "mobilenet-bench/pi"
+    assert remote._remote_path("/srv/bench/{host}", host) == "/srv/bench/pi"
+    assert remote._remote_path("~", host) == "."
+
+
+def test_source_archive_is_the_git_files_only(tmp_path):
+    archive = remote.write_source_archive(REPO, tmp_path / "src.tar.gz")
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert {"tasks.py", "requirements.txt", "calib_images/manifest.csv", "mobilenet/remote.py"} <= set(names)
+    assert not [n for n in names if n.split("/")[0] in {"build", ".venv", ".git"}
+                or n.startswith(("calib_images/calib/", "calib_images/eval/"))]
+
+
+def test_venv_is_reused_until_requirements_change(tmp_path):
+    """The marker logic of the managed venv, with a stand-in `python` that only records calls."""
+    calls = tmp_path / "calls.txt"
+    fake_python = tmp_path / "python3"
+    fake_python.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n'
+                           'if [ "$2" = venv ]; then mkdir -p "$3/bin" && cp "$0" "$3/bin/python"; fi\n')
+    fake_python.chmod(0o755)
+    venv, project = str(tmp_path / "venv"), str(tmp_path)
+
+    def install(digest):
+        subprocess.run(["sh", "-c", remote._venv_command(venv, str(fake_python), project, digest)], check=True)
+        return calls.read_text().splitlines() if calls.exists() else []
+
+    assert [c.split()[:2] for c in install("a" * 64)] == [["-m", "venv"], ["-m", "pip"]]
+    assert len(install("a" * 64)) == 2, "same requirements: venv reused"
+    assert len(install("b" * 64)) == 4, "changed requirements: reinstalled"
+
+
+def test_swap_in_replaces_the_whole_folder(tmp_path):
+    final = tmp_path / "remote" / "pi"
+    (final / "results").mkdir(parents=True)
+    (final / "results" / "old.json").write_text("{}")
+    new = tmp_path / "new"
+    (new / "results").mkdir(parents=True)
+    (new / "results" / "new.json").write_text("{}")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    remote._swap_in(new, final, scratch)
+    assert [p.name for p in (final / "results").iterdir()] == ["new.json"]
