@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -134,14 +135,15 @@ def export_int8(ctx, out: Path) -> dict:
     with quiet_native_output(ctx.log, "pt2e prepare"):
         prepared = prepare_pt2e(torch.export.export(model, (example,)).module(), quantizer)
 
-    photos = 0
+    started, photos = time.perf_counter(), 0
     with torch.no_grad():
         for image in ctx.calibration():
             prepared(torch.from_numpy(image))
             photos += 1
     if photos == 0:
         raise ValueError("executorch int8: no calibration photos")
-    ctx.log.debug("executorch int8: calibrated on %d photos", photos)
+    ctx.log.debug("executorch int8: calibrated on %d photos in %.1f s", photos,
+                  time.perf_counter() - started)
 
     with quiet_native_output(ctx.log, "pt2e convert + export"):
         quantized = convert_pt2e(prepared)

@@ -1,18 +1,17 @@
 """ExecuTorch builders and runner, on the real weights and real photos.
 
-Each export runs once per module (they take most of the time). Every Runner runs in a
-child process: ExecuTorch's thread pool can be sized only once per process, and another
-test in this pytest process may already have sized it.
+Each export runs once per module, and the two run side by side in child processes: they
+take most of the time and are mostly single-threaded Python (graph passes). Every Runner
+runs in a child process too: ExecuTorch's thread pool can be sized only once per process,
+and another test in this pytest process may already have sized it.
 """
 from __future__ import annotations
 
-import copy
+import importlib.util
 import json
-import logging
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +25,10 @@ PHOTOS = sorted((SHARED / "imagenet-sample" / "images").glob("*.JPEG"))
 if not WEIGHTS.exists() or len(PHOTOS) < 16:
     pytest.skip(f"needs the real weights and photos in {SHARED} (../shared beside the repo)",
                 allow_module_level=True)
-pytest.importorskip("executorch", reason="executorch is not installed")
+if importlib.util.find_spec("executorch") is None:  # found, not imported: children use it
+    pytest.skip("executorch is not installed", allow_module_level=True)
 
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402
 
 CALIB = PHOTOS[:8]
 EVAL = PHOTOS[100:108]  # disjoint from the calibration photos
@@ -60,18 +60,49 @@ print(json.dumps(report))
 """
 
 
+# Builds one .pte with a minimal stand-in for mobilenet.build.BuildContext.
+BUILD = r"""
+import copy, json, logging, sys, types
+import numpy as np, torch, torchvision
+from mobilenet import convert_executorch
+kind, weights, calib_path, out = sys.argv[1:]
+torch.set_num_threads(1)  # the other build runs beside this one
+net = torchvision.models.mobilenet_v2(weights=None)
+net.load_state_dict(torch.load(weights, weights_only=True))
+net.eval()
+calib = np.load(calib_path)
+ctx = types.SimpleNamespace(
+    fp32_model=lambda: copy.deepcopy(net).eval(),
+    example=lambda: torch.from_numpy(calib[:1].copy()),
+    calibration=lambda: (calib[i:i + 1].copy() for i in range(len(calib))),
+    log=logging.getLogger("mobilenet.test.executorch"),
+    settings=None,
+)
+settings = getattr(convert_executorch, f"export_{kind}")(ctx, out)
+print(json.dumps(settings))
+"""
+
+
+def _child(script: str, *args) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    return subprocess.Popen([sys.executable, "-c", script, *map(str, args)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc: subprocess.Popen, what: str, timeout: float = 600) -> tuple[dict, str]:
+    stdout, stderr = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, f"{what} failed:\n{stderr[-3000:]}"
+    return json.loads(stdout.strip().splitlines()[-1]), stderr
+
+
 def run_child(threads: int, images: np.ndarray, ptes: list[Path], tmp: Path):
     images_path, out_path = tmp / f"images{threads}.npy", tmp / f"out{threads}.npz"
     np.save(images_path, images)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(images_path), str(out_path),
-                           *map(str, ptes)], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, f"runner child failed:\n{proc.stderr[-3000:]}"
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report, stderr = _finish(_child(CHILD, threads, images_path, out_path, *ptes),
+                             f"runner child ({threads} threads)", timeout=300)
     with np.load(out_path) as arrays:
         logits = [arrays[f"logits{i}"] for i in range(len(ptes))]
-    return report, logits, proc.stderr
+    return report, logits, stderr
 
 
 @pytest.fixture(scope="module")
@@ -104,24 +135,23 @@ def eager_logits(model, eval_images):
 
 
 @pytest.fixture(scope="module")
-def ctx(model, calib_images):
-    return types.SimpleNamespace(
-        fp32_model=lambda: copy.deepcopy(model).eval(),
-        example=lambda: torch.from_numpy(calib_images[:1].copy()),
-        calibration=lambda: (calib_images[i:i + 1].copy() for i in range(len(calib_images))),
-        log=logging.getLogger("mobilenet.test.executorch"),
-        settings=None,
-    )
-
-
-@pytest.fixture(scope="module")
-def built(ctx, tmp_path_factory):
-    from mobilenet import convert_executorch
+def built(calib_images, tmp_path_factory):
     out = tmp_path_factory.mktemp("executorch")
-    fp32, int8 = out / "fp32.pte", out / "int8.pte"
-    settings = {"fp32": convert_executorch.export_fp32(ctx, fp32),
-                "int8": convert_executorch.export_int8(ctx, int8)}
-    return out, {"fp32": fp32, "int8": int8}, settings
+    calib_path = out / "calib.npy"
+    np.save(calib_path, calib_images)
+    ptes = {"fp32": out / "fp32.pte", "int8": out / "int8.pte"}
+    procs = {kind: _child(BUILD, kind, WEIGHTS, calib_path, path) for kind, path in ptes.items()}
+    try:
+        results = {kind: _finish(proc, f"export_{kind}") for kind, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for kind, (_, stderr) in results.items():
+        # The builders keep exporter and lowering chatter in the log, off the console.
+        assert not stderr.strip(), f"export_{kind} wrote to the console:\n{stderr[-2000:]}"
+    return out, ptes, {kind: settings for kind, (settings, _) in results.items()}
 
 
 @pytest.fixture(scope="module")
