@@ -11,7 +11,6 @@ import logging
 import math
 import statistics
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -74,9 +73,15 @@ def _interleave(active: list[Contestant], settings: Settings, meter: RaplMeter) 
     def done(c: Contestant) -> bool:
         return len(c.samples) >= settings.min_runs and sum(c.samples) / 1000 >= settings.min_seconds
 
-    expected = max(1, math.ceil(settings.min_runs / settings.burst))
+    def rounds_needed() -> int:
+        # The fastest variant sets the count: it takes the most bursts to reach min_seconds.
+        fastest_ms = min(statistics.median(c.samples) for c in active)
+        calls = max(settings.min_runs, settings.min_seconds * 1000 / fastest_ms)
+        return max(1, math.ceil(calls / settings.burst))
+
     rounds = 0
-    with tqdm(total=expected, desc="bench rounds", unit="round", disable=settings.quiet, leave=False) as bar:
+    with tqdm(total=math.ceil(settings.min_runs / settings.burst), desc="bench rounds",
+              unit="round", disable=settings.quiet, leave=False) as bar:
         while not all(done(c) for c in active):
             order = active[rounds % len(active):] + active[:rounds % len(active)]
             for contestant in order:
@@ -85,6 +90,7 @@ def _interleave(active: list[Contestant], settings: Settings, meter: RaplMeter) 
                 if before is not None:
                     contestant.energy_j += meter.joules_between(before, meter.read())
             rounds += 1
+            bar.total = max(rounds_needed(), rounds)
             bar.update(1)
     return rounds
 

@@ -12,7 +12,6 @@ import logging
 import time
 import traceback
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +128,7 @@ def build_variant(ctx: BuildContext, ref_logits: np.ndarray | None) -> dict:
     final = variant.artifact_path(settings.models_dir)
     started = time.perf_counter()
     with atomic_path(final) as tmp:
-        with logs.console_to_file(settings.logs_dir / f"{variant.step}.log"):
+        with logs.output_to_log(ctx.log, variant.id):
             options = _builder(variant)(ctx, tmp) or {}
         check = None
         if ref_logits is not None:

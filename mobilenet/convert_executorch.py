@@ -10,59 +10,17 @@ pybindings, which the other build steps have no use for.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import sys
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
 
+from mobilenet.logs import output_to_log
 from mobilenet.runners import RuntimeUnavailable
 
 # The XNNPACK delegate is expected to take the whole network; a call_function left in the
 # lowered graph other than these means part of it runs on ExecuTorch's portable kernels.
 _DELEGATE_GLUE = ("executorch_call_delegate", "getitem")
-
-
-def _flush() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        if stream is not None:
-            stream.flush()
-
-
-@contextlib.contextmanager
-def quiet_native_output(log: logging.Logger, what: str):
-    """Send whatever is written to fds 1 and 2 meanwhile to `log` at debug level.
-
-    ExecuTorch's C++ runtime (cpuinfo probing, threadpool resets) and torch's own logging
-    handler (which does not propagate to the root logger, e.g. the pytree warning torchao
-    triggers on import) write straight to the process's stdout/stderr, bypassing the
-    logging setup that keeps library chatter in the log file. Redirecting the file
-    descriptors is the only way to catch the C++ part.
-    """
-    _flush()
-    saved = {}
-    for fd in (1, 2):
-        try:
-            saved[fd] = os.dup(fd)
-        except OSError:  # closed (daemonised worker): nothing to keep quiet there
-            pass
-    with tempfile.TemporaryFile() as sink:
-        for fd in saved:
-            os.dup2(sink.fileno(), fd)
-        try:
-            yield
-        finally:
-            _flush()
-            for fd, original in saved.items():
-                os.dup2(original, fd)
-                os.close(original)
-            sink.seek(0)
-            text = sink.read().decode("utf-8", errors="replace").strip()
-            if text:
-                log.debug("%s output:\n%s", what, text)
 
 
 def _executorch_version() -> str:
@@ -74,7 +32,7 @@ def _executorch_version() -> str:
 
 def _import_lowering(log: logging.Logger):
     try:
-        with quiet_native_output(log, "executorch import"):
+        with output_to_log(log, "executorch import"):
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
             from executorch.exir import to_edge_transform_and_lower
     except ImportError as exc:
@@ -85,7 +43,7 @@ def _import_lowering(log: logging.Logger):
 def _lower_and_write(exported, out: Path, log: logging.Logger) -> dict:
     """Lower an ExportedProgram to XNNPACK, write the .pte; report what was not delegated."""
     to_edge_transform_and_lower, XnnpackPartitioner = _import_lowering(log)
-    with quiet_native_output(log, "executorch lowering"):
+    with output_to_log(log, "executorch lowering"):
         edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
         program = edge.to_executorch()
     graph = edge.exported_program().graph
@@ -111,7 +69,7 @@ def export_fp32(ctx, out: Path) -> dict:
     import torch
     _import_lowering(ctx.log)  # fail as unavailable before spending time on the export
     model, example = ctx.fp32_model(), ctx.example()
-    with quiet_native_output(ctx.log, "torch.export"):
+    with output_to_log(ctx.log, "torch.export"):
         exported = torch.export.export(model, (example,))
     return {"export": "torch.export.export", **_lower_and_write(exported, out, ctx.log)}
 
@@ -120,7 +78,7 @@ def export_int8(ctx, out: Path) -> dict:
     import torch
     _import_lowering(ctx.log)
     try:
-        with quiet_native_output(ctx.log, "quantizer import"):
+        with output_to_log(ctx.log, "quantizer import"):
             from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
                 XNNPACKQuantizer,
                 get_symmetric_quantization_config,
@@ -132,7 +90,7 @@ def export_int8(ctx, out: Path) -> dict:
     model, example = ctx.fp32_model(), ctx.example()
     config = get_symmetric_quantization_config(is_per_channel=True)
     quantizer = XNNPACKQuantizer().set_global(config)
-    with quiet_native_output(ctx.log, "pt2e prepare"):
+    with output_to_log(ctx.log, "pt2e prepare"):
         prepared = prepare_pt2e(torch.export.export(model, (example,)).module(), quantizer)
 
     started, photos = time.perf_counter(), 0
@@ -145,7 +103,7 @@ def export_int8(ctx, out: Path) -> dict:
     ctx.log.debug("executorch int8: calibrated on %d photos in %.1f s", photos,
                   time.perf_counter() - started)
 
-    with quiet_native_output(ctx.log, "pt2e convert + export"):
+    with output_to_log(ctx.log, "pt2e convert + export"):
         quantized = convert_pt2e(prepared)
         exported = torch.export.export(quantized, (example,))
     settings = {

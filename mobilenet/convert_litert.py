@@ -7,14 +7,12 @@ converter turns the Q/DQ pairs into integer kernels. Both keep the PyTorch input
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
+from mobilenet.logs import output_to_log
 from mobilenet.runners import RuntimeUnavailable
 
 # Compute ops reported when they run in float: a fully quantized model has none.
@@ -30,35 +28,6 @@ def _quiet_converter_env() -> None:
         absl_logging.set_verbosity(absl_logging.ERROR)
     except ImportError:
         pass
-
-
-@contextlib.contextmanager
-def _output_to_log(log):
-    """Send everything written to fds 1 and 2 (C++ logs, rich progress) to `log` at debug.
-
-    The converter's native code writes straight to the file descriptors, so replacing
-    sys.stdout alone would not catch it.
-    """
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    with tempfile.TemporaryFile() as sink:
-        saved = {fd: os.dup(fd) for fd in (1, 2)}
-        try:
-            for fd in saved:
-                os.dup2(sink.fileno(), fd)
-            yield
-        finally:
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(Exception):
-                    stream.flush()
-            for fd, copy in saved.items():
-                os.dup2(copy, fd)
-                os.close(copy)
-            sink.seek(0)
-            text = sink.read().decode("utf-8", "replace").strip()
-            if text:
-                log.debug("converter output:\n%s", text)
 
 
 def _import_litert_torch():
@@ -94,7 +63,7 @@ def convert_fp32(ctx, out: Path) -> dict:
 
     model, example = ctx.fp32_model(), ctx.example()
     started = time.perf_counter()
-    with _output_to_log(ctx.log):
+    with output_to_log(ctx.log, "litert-torch"):
         litert_torch = _import_litert_torch()
         with torch.no_grad():
             litert_torch.convert(model, (example,)).export(str(out))
@@ -154,7 +123,7 @@ def convert_int8(ctx, out: Path, observer: str | None = None) -> dict:
     observer = observer or variant_options.get("activation_observer", "minmax")
     example = ctx.example()
     started = time.perf_counter()
-    with _output_to_log(ctx.log):
+    with output_to_log(ctx.log, "litert-torch"):
         litert_torch = _import_litert_torch()
         from litert_torch.quantize.quant_config import QuantConfig
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -169,7 +138,7 @@ def convert_int8(ctx, out: Path, observer: str | None = None) -> dict:
     if not photos:
         raise ValueError("no calibration photos")
     calibration_s = time.perf_counter() - calibration_started
-    with torch.no_grad(), _output_to_log(ctx.log):
+    with torch.no_grad(), output_to_log(ctx.log, "litert-torch"):
         # Weights stay float behind Q/DQ (as in litert-torch's own PT2E tests): the
         # converter folds them into int8 constants when it lowers the Q/DQ pattern.
         quantized = convert_pt2e(prepared, fold_quantize=False)

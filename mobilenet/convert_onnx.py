@@ -7,13 +7,12 @@ build step resolves builders by name) never needs them.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
-import io
 import logging
 import tempfile
 from pathlib import Path
 
+from mobilenet.logs import output_to_log
 from mobilenet.runners import RuntimeUnavailable
 
 INPUT_NAME = "input"
@@ -37,19 +36,6 @@ INT8_SETTINGS = {
 }
 
 
-@contextlib.contextmanager
-def _console_to_log(log: logging.Logger):
-    """Send what exporters and quantizers print to the step's log file, not the console."""
-    buffer = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
-            yield
-    finally:
-        for line in buffer.getvalue().splitlines():
-            if line.strip():
-                log.debug("%s", line)
-
-
 def _require(module: str):
     try:
         return importlib.import_module(module)
@@ -62,7 +48,7 @@ def _export(model, example, path: Path, log: logging.Logger) -> dict:
     import torch
     _require("onnxscript")  # the dynamo exporter translates through it
     onnx = _require("onnx")
-    with _console_to_log(log):
+    with output_to_log(log, "onnx"):
         torch.onnx.export(model, (example,), str(path), dynamo=True, external_data=False,
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False)
     proto = onnx.load(str(path), load_external_data=False)
@@ -111,7 +97,7 @@ def quantize_fp32_onnx(fp32_path: Path, out: Path, photos: list, settings: dict,
     # ORT's C++ warnings (e.g. about calibration sessions) would go straight to stderr.
     ort.set_default_logger_severity(3)
     try:
-        with _console_to_log(log):
+        with output_to_log(log, "onnx"):
             # Shape inference and graph fusions (Conv+BN and friends) before choosing
             # where Q/DQ pairs go, as ONNX Runtime's quantization guide asks.
             quant_pre_process(str(fp32_path), str(prepared))

@@ -26,8 +26,10 @@ def try_optimize_for_mobile(module):
     try:
         return optimize_for_mobile(module), True, "applied"
     except RuntimeError as exc:
-        first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
-        return module, False, f"not applied: this torch build has no XNNPACK ({first_line[:160]})"
+        if "XNNPACK" in str(exc):
+            return module, False, ("not applied: this torch build has no XNNPACK "
+                                   "(optimize_for_mobile stops on an internal assert)")
+        return module, False, f"not applied: {str(exc).strip()[:200]}"
 
 
 def lite_interpreter(ctx, out: Path) -> dict:

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -70,27 +71,39 @@ def setup(logs_dir: Path, step: str, quiet: bool = False) -> logging.Logger:
     return logger
 
 
-@contextlib.contextmanager
-def console_to_file(path: Path):
-    """Send everything written to file descriptors 1 and 2 into `path` for the duration.
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.flush()
 
-    Converters print through C++ glog, absl, torch's own log handlers and bare prints;
-    only redirecting the descriptors catches all of them.
+
+@contextlib.contextmanager
+def output_to_log(log: logging.Logger, what: str):
+    """Send whatever is written to file descriptors 1 and 2 meanwhile to `log` at debug level.
+
+    Converters and runtimes print through C++ glog, absl, cpuinfo, torch's own
+    non-propagating log handlers and bare prints; only redirecting the descriptors catches
+    all of them, so the console stays for the pipeline's own messages.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with open(path, "ab") as sink:
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
+    _flush_std_streams()
+    saved = {}
+    for fd in (1, 2):
+        try:
+            saved[fd] = os.dup(fd)
+        except OSError:  # closed: nothing to keep quiet there
+            pass
+    with tempfile.TemporaryFile() as sink:
+        for fd in saved:
+            os.dup2(sink.fileno(), fd)
         try:
             yield
         finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
+            _flush_std_streams()
+            for fd, original in saved.items():
+                os.dup2(original, fd)
+                os.close(original)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", errors="replace").strip()
+            if text:
+                log.debug("%s output:\n%s", what, text)

@@ -11,7 +11,7 @@ from tabulate import tabulate
 from mobilenet import plots
 from mobilenet.fsutil import atomic_path
 from mobilenet.results import Result, load_results
-from mobilenet.variants import AO_DEPRECATED, LITE_DEPRECATED, REFERENCE_ID, TORCHSCRIPT_DEPRECATED
+from mobilenet.variants import AO_DEPRECATED, LITE_DEPRECATED, REFERENCE_ID, TORCHSCRIPT_DEPRECATED, VARIANTS
 
 # ../shared/weights/mobilenet_v2_float_from_qnnpack.pth: FP32 weights dequantized from an INT8 model.
 INT8_GRID_WEIGHTS_SHA256 = "b25476ee0cc47985ada7a7e8aa5deb05e9a3b3751236837a6c6fb8536feae92c"
@@ -138,6 +138,12 @@ def notes(results: list[Result]) -> list[str]:
     mobile = by_id.get("fp32-mobile")
     if mobile and mobile.build.get("options", {}).get("optimize_for_mobile_note"):
         out.append(f"- `fp32-mobile`: optimize_for_mobile {mobile.build['options']['optimize_for_mobile_note']}.")
+    out.append("- How the INT8 variants were made (what was tried, and why these settings):")
+    statuses = {r.variant: r.status for r in results}
+    for variant in VARIANTS:
+        if variant.tuning and variant.id in statuses:
+            flag = f" **{statuses[variant.id]}** —" if statuses[variant.id] in ("DEGRADED", "FAILED") else ""
+            out.append(f"  - `{variant.id}`:{flag} {variant.tuning}")
     out.append("- Deprecated paths (torch 2.14), still measured because apps ship them today:")
     for text in (TORCHSCRIPT_DEPRECATED, LITE_DEPRECATED, AO_DEPRECATED):
         out.append(f"  - {text}")

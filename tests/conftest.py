@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import http.server
+import os
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -65,3 +68,54 @@ def image_server():
     yield server
     server.shutdown()
     server.server_close()
+
+
+# ---- the invoke chain with tiny settings, built once per session and shared by the
+# end-to-end tests and the per-runtime tests (conversions are the slow part).
+
+def run_invoke(args: list[str], env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=1500)
+    if check and result.returncode != 0:
+        pytest.fail(f"invoke {' '.join(args)} exited {result.returncode}\n"
+                    f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-6000:]}")
+    return result
+
+
+class _QuietFileHandler(http.server.SimpleHTTPRequestHandler):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, directory=str(SAMPLE_IMAGES), **kwargs)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def mirror_url():
+    """A plain file server for the chain: its download step goes through real HTTP."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _QuietFileHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="session")
+def tiny_env(tmp_path_factory, mirror_url) -> dict:
+    root = tmp_path_factory.mktemp("chain")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOBILENET_")}
+    env.update({
+        "MOBILENET_BUILD_DIR": str(root / "build"), "MOBILENET_IMAGES_ROOT": str(root / "images"),
+        "MOBILENET_MANIFEST": str(REPO / "calib_images" / "manifest.csv"),
+        "MOBILENET_WEIGHTS": str(WEIGHTS), "MOBILENET_MIRROR": mirror_url,
+        "MOBILENET_CALIB_COUNT": "8", "MOBILENET_EVAL_COUNT": "40",
+        "MOBILENET_MIN_RUNS": "10", "MOBILENET_MIN_SECONDS": "0.2", "MOBILENET_WARMUP": "2",
+        "MOBILENET_BURST": "5", "MOBILENET_QUIET": "1",
+    })
+    return env
+
+
+@pytest.fixture(scope="session")
+def chain(tiny_env) -> tuple[Path, subprocess.CompletedProcess]:
+    """`invoke report` on an empty build folder runs the whole chain."""
+    return Path(tiny_env["MOBILENET_BUILD_DIR"]), run_invoke(["report"], tiny_env)

@@ -1,66 +1,16 @@
-"""The invoke chain, end to end, with tiny settings on the shared weights and photos."""
+"""The invoke chain, end to end, with tiny settings on the shared weights and photos.
+
+The chain itself runs once per session (the `chain` fixture in conftest.py).
+"""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
-import pytest
-
-from conftest import REPO, WEIGHTS, requires_shared
+from conftest import requires_shared, run_invoke
 from mobilenet.variants import VARIANTS
 
 pytestmark = requires_shared
-
-
-def run_invoke(args: list[str], env: dict, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=1500)
-    if check and result.returncode != 0:
-        pytest.fail(f"invoke {' '.join(args)} exited {result.returncode}\n"
-                    f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-6000:]}")
-    return result
-
-
-@pytest.fixture(scope="module")
-def image_server_url():
-    # A module-scoped server: the chain's download step goes through real HTTP.
-    import http.server
-    import threading
-
-    from conftest import SAMPLE_IMAGES
-
-    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(SAMPLE_IMAGES), **k)  # noqa: E731
-    http.server.SimpleHTTPRequestHandler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture(scope="module")
-def tiny_env(tmp_path_factory, image_server_url) -> dict:
-    root = tmp_path_factory.mktemp("chain")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOBILENET_")}
-    env.update({
-        "MOBILENET_BUILD_DIR": str(root / "build"), "MOBILENET_IMAGES_ROOT": str(root / "images"),
-        "MOBILENET_MANIFEST": str(REPO / "calib_images" / "manifest.csv"),
-        "MOBILENET_WEIGHTS": str(WEIGHTS), "MOBILENET_MIRROR": image_server_url,
-        "MOBILENET_CALIB_COUNT": "8", "MOBILENET_EVAL_COUNT": "40",
-        "MOBILENET_MIN_RUNS": "10", "MOBILENET_MIN_SECONDS": "0.2", "MOBILENET_WARMUP": "2",
-        "MOBILENET_BURST": "5", "MOBILENET_QUIET": "1",
-    })
-    return env
-
-
-@pytest.fixture(scope="module")
-def chain(tiny_env) -> tuple[Path, subprocess.CompletedProcess]:
-    """`invoke report` on an empty build folder runs the whole chain."""
-    return Path(tiny_env["MOBILENET_BUILD_DIR"]), run_invoke(["report"], tiny_env)
 
 
 def test_every_variant_passes_the_gate(chain):

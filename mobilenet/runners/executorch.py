@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilenet.convert_executorch import quiet_native_output
+from mobilenet.logs import output_to_log
 
 log = logging.getLogger("mobilenet.runners.executorch")
 
 # Importing the pybindings prints torch/torchao warnings; keep them out of the worker's
 # stdout/stderr. An ImportError still propagates (runner_module turns it into
 # RuntimeUnavailable).
-with quiet_native_output(log, "executorch runtime import"):
+with output_to_log(log, "executorch runtime import"):
     import torch
     from executorch.extension.pybindings import portable_lib
     from executorch.runtime import Runtime
@@ -35,7 +35,7 @@ def _size_threadpool(threads: int) -> int:
         raise ValueError(f"threads must be >= 1, got {threads}")
     if _pool_threads is None:
         # The first query creates the pool (cpuinfo probing prints to stderr, hence quiet).
-        with quiet_native_output(log, "executorch threadpool"):
+        with output_to_log(log, "executorch threadpool"):
             if portable_lib._threadpool_get_thread_count() != threads:
                 portable_lib._unsafe_reset_threadpool(threads)
         _pool_threads = threads
@@ -58,7 +58,7 @@ class Runner:
 
     def load(self, path: Path) -> None:
         self.path = Path(path)
-        with quiet_native_output(log, f"executorch load {self.path.name}"):
+        with output_to_log(log, f"executorch load {self.path.name}"):
             # Kept on self so the program outlives every call of its method.
             self.program = Runtime.get().load_program(self.path)
             self.method = self.program.load_method("forward")
