@@ -118,7 +118,23 @@ def timing_note(results: list[Result]) -> str:
             f"Percentiles pool all rounds; speed-up is the median of per-round ratios to eager FP32. "
             f"Noise: per-round medians vary with a CV of {min(round_cvs) * 100:.1f}–{max(round_cvs) * 100:.1f} %"
             f" across variants; per-call CV {min(r.cv for r in measured) * 100:.1f}–"
-            f"{max(r.cv for r in measured) * 100:.1f} %.")
+            f"{max(r.cv for r in measured) * 100:.1f} %. Preprocessing (decode, resize, crop, normalise) "
+            f"takes {measured[0].preprocess_ms:.1f} ms per photo for every variant and is not included.")
+
+
+def detail_table(results: list[Result]) -> str:
+    """The rest of each variant's numbers: distribution, first call, CPU, numerical distance."""
+    rows = []
+    for r in sorted(results, key=lambda r: VARIANT_ORDER.get(r.variant, 99)):
+        if not r.measured:
+            continue
+        rows.append([f"`{r.variant}`", _num(r.mean_ms), _num(r.p99_ms), _num(r.std_ms),
+                     _num(r.cv * 100, "{:.1f}"), _num(r.round_cv * 100 if r.round_cv is not None else None, "{:.1f}"),
+                     _num(r.first_inference_ms, "{:.1f}"), str(r.runs), _num(r.cpu_time_s),
+                     _num(r.max_abs_dlogit, "{:.2g}")])
+    headers = ["variant", "mean ms", "p99 ms", "std ms", "CV %", "round CV %", "first inference ms",
+               "timed runs", "CPU s", "max abs Δlogit"]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
 def notes(results: list[Result]) -> list[str]:
@@ -215,6 +231,8 @@ def render_machine(results: list[Result], figures: dict | None = None) -> str:
     for threads in sorted(by_threads):
         group, label = by_threads[threads], plots.threads_label(threads)
         parts += [f"### {label}", "", main_table(group), "", *summary_lines(group), "", timing_note(group), "",
+                  "<details><summary>Latency distribution, first inference, CPU time, numerical distance</summary>",
+                  "", detail_table(group), "", "</details>", "",
                   *_image(figures, (machine, "latency", threads), f"p50 latency per variant at {label}"),
                   *_image(figures, (machine, "tradeoff", threads), f"size vs latency at {label}")]
     if len(by_threads) > 1:
