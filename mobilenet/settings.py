@@ -71,6 +71,13 @@ class Settings:
         """Apply task options; None means 'not given on the command line'."""
         known = {f.name for f in fields(self)}
         given = {k: v for k, v in options.items() if v is not None and k in known}
+        for name, value in given.items():
+            # Invoke passes options without a typed default as strings.
+            current = getattr(self, name)
+            if isinstance(current, bool) and isinstance(value, str):
+                given[name] = value.lower() in {"1", "true", "yes", "on"}
+            elif isinstance(current, (int, float)) and not isinstance(current, bool):
+                given[name] = type(current)(value)
         if "threads" in given:
             given["threads"] = parse_threads(given["threads"])
         for name in ("build_dir", "images_dir", "manifest"):

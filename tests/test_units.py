@@ -135,3 +135,9 @@ def test_fp32_parity_threshold():
     reference = _logits([1, 2, 3])
     assert accuracy.fp32_parity(reference + 5e-4, reference)[0]
     assert not accuracy.fp32_parity(reference + 2e-3, reference)[0]
+
+
+def test_task_options_arrive_as_strings_and_are_typed():
+    settings = Settings().with_options(min_seconds="4", min_runs="50", random_weights="1", tag="x")
+    assert settings.min_seconds == 4.0 and isinstance(settings.min_seconds, float)
+    assert settings.min_runs == 50 and settings.random_weights is True and settings.tag == "x"
