@@ -44,6 +44,11 @@ class Contestant:
         return [s for burst in self.rounds for s in burst]
 
 
+def _logits_path(settings: Settings, variant_id: str, threads: int):
+    """Where a worker leaves its evaluation logits for the coordinator to score."""
+    return settings.build_dir / "tmp" / f"{variant_id}@{threads}t.logits.npy"
+
+
 def bench_settings(settings: Settings, variants: list[Variant]) -> dict:
     return {"variants": [v.id for v in variants], "threads": list(settings.threads),
             "warmup": settings.warmup, "min_runs": settings.min_runs,
@@ -58,7 +63,7 @@ def _start(contestant: Contestant, settings: Settings, data: Prepared, threads: 
     try:
         contestant.worker = WorkerProcess(
             variant, variant.artifact_path(settings.models_dir), threads, data.eval.path,
-            settings.build_dir / "tmp" / f"{variant.id}@{threads}t.logits.npy", settings.warmup,
+            _logits_path(settings, variant.id, threads), settings.warmup,
             settings.logs_dir / f"bench-{variant.id}@{threads}t.log")
         contestant.ready = contestant.worker.ready
     except (WorkerSkipped, WorkerError) as exc:
@@ -109,7 +114,7 @@ def _result(c: Contestant, reference: Contestant | None, ref_logits, ref_top1, d
     if c.skip_reason:
         return Result(status=accuracy.SKIPPED, status_reason=c.skip_reason, **common)
 
-    logits = np.load(settings.build_dir / "tmp" / f"{variant.id}@{threads}t.logits.npy")
+    logits = np.load(_logits_path(settings, variant.id, threads))
     scores = accuracy.score(logits, ref_logits, data.labels)
     if variant.id == REFERENCE_ID:
         status, reason = accuracy.OK, "reference"
@@ -159,7 +164,7 @@ def bench_threads(variants: list[Variant], threads: int, settings: Settings, dat
         for c in active:
             c.worker.close()
 
-    ref_logits = np.load(settings.build_dir / "tmp" / f"{REFERENCE_ID}@{threads}t.logits.npy")
+    ref_logits = np.load(_logits_path(settings, REFERENCE_ID, threads))
     ref_top1 = accuracy.topk_pct(ref_logits, data.labels, 1) if data.labelled else None
     env_base = base_environment(settings, reference.meta["weights"], data, meter.reason)
     return [_result(c, reference, ref_logits, ref_top1, data, threads, env_base, rounds,

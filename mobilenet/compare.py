@@ -13,8 +13,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from mobilenet.plots import VARIANT_ORDER
 from mobilenet.results import Result, load_results
+from mobilenet.variants import display_order
 
 NOISE_K = 2.0
 DEFAULT_THRESHOLD_PCT = 10.0
@@ -94,7 +94,7 @@ def compare(old: list[Result], new: list[Result], threshold_pct: float = DEFAULT
     new_by = {(r.variant, r.threads): r for r in new}
     changes, not_compared = [], []
     for variant, threads in sorted(old_by.keys() | new_by.keys(),
-                                   key=lambda vt: (vt[1], VARIANT_ORDER.get(vt[0], 99))):
+                                   key=lambda vt: (vt[1], display_order(vt[0]))):
         a, b = old_by.get((variant, threads)), new_by.get((variant, threads))
         reasons = [why for why in (_why_not("OLD", a), _why_not("NEW", b)) if why]
         if reasons:

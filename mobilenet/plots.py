@@ -11,10 +11,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from mobilenet.fsutil import atomic_path
-from mobilenet.results import Result
-from mobilenet.variants import REFERENCE_ID, VARIANTS
+from mobilenet.results import Result, group_by
+from mobilenet.variants import REFERENCE_ID, display_order
 
-VARIANT_ORDER = {v.id: i for i, v in enumerate(VARIANTS)}
 COLOURS = {"fp32": "#4C72B0", "int8": "#DD8452"}
 DPI = 110
 
@@ -25,7 +24,7 @@ def slug(machine_id: str) -> str:
 
 
 def _ordered(results: list[Result]) -> list[Result]:
-    return sorted(results, key=lambda r: VARIANT_ORDER.get(r.variant, 99))
+    return sorted(results, key=lambda r: display_order(r.variant))
 
 
 def _figure(width: float, height: float):
@@ -196,15 +195,9 @@ def write_all(results: list[Result], plots_dir: Path) -> dict[tuple, Path]:
     """Every chart the report embeds, keyed (machine_id, kind, threads); threads is None
     for the scaling chart. Charts with nothing measured to draw are not made."""
     figures = {}
-    by_machine = defaultdict(list)
-    for r in results:
-        by_machine[r.env.machine_id].append(r)
-    for machine, group in by_machine.items():
+    for machine, group in group_by(results, lambda r: r.env.machine_id).items():
         folder = Path(plots_dir) / slug(machine)
-        by_threads = defaultdict(list)
-        for r in group:
-            by_threads[r.threads].append(r)
-        for threads, rows in sorted(by_threads.items()):
+        for threads, rows in sorted(group_by(group, lambda r: r.threads).items()):
             if not any(r.measured for r in rows):
                 continue
             figures[machine, "latency", threads] = latency_chart(rows, folder / f"latency-{threads}t.png")

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
 from pathlib import Path
 
 from tabulate import tabulate
 
 from mobilenet import plots
 from mobilenet.fsutil import atomic_path
-from mobilenet.results import Result, load_results
-from mobilenet.variants import AO_DEPRECATED, LITE_DEPRECATED, REFERENCE_ID, TORCHSCRIPT_DEPRECATED, VARIANTS
+from mobilenet.results import Result, group_by, load_results
+from mobilenet.variants import (AO_DEPRECATED, LITE_DEPRECATED, REFERENCE_ID, TORCHSCRIPT_DEPRECATED, VARIANTS,
+                                display_order)
 
 # ../shared/weights/mobilenet_v2_float_from_qnnpack.pth: FP32 weights dequantized from an INT8 model.
 INT8_GRID_WEIGHTS_SHA256 = "b25476ee0cc47985ada7a7e8aa5deb05e9a3b3751236837a6c6fb8536feae92c"
-VARIANT_ORDER = plots.VARIANT_ORDER
 
 
 def _num(value, fmt: str = "{:.2f}", missing: str = "—") -> str:
@@ -35,7 +34,7 @@ def _status(r: Result) -> str:
 def main_table(results: list[Result]) -> str:
     reference = next((r for r in results if r.variant == REFERENCE_ID and r.size_mb), None)
     rows = []
-    for r in sorted(results, key=lambda r: VARIANT_ORDER.get(r.variant, 99)):
+    for r in sorted(results, key=lambda r: display_order(r.variant)):
         shown = r.measured  # a FAILED variant's latency is not a result
         version = _runtime_version(r)
         rows.append([
@@ -125,7 +124,7 @@ def timing_note(results: list[Result]) -> str:
 def detail_table(results: list[Result]) -> str:
     """The rest of each variant's numbers: distribution, first call, CPU, numerical distance."""
     rows = []
-    for r in sorted(results, key=lambda r: VARIANT_ORDER.get(r.variant, 99)):
+    for r in sorted(results, key=lambda r: display_order(r.variant)):
         if not r.measured:
             continue
         rows.append([f"`{r.variant}`", _num(r.mean_ms), _num(r.p99_ms), _num(r.std_ms),
@@ -169,19 +168,12 @@ def notes(results: list[Result]) -> list[str]:
     return out
 
 
-def _by(results: list[Result], key) -> dict:
-    groups = defaultdict(list)
-    for r in results:
-        groups[key(r)].append(r)
-    return groups
-
-
 def scaling_table(results: list[Result]) -> str:
     """p50 per variant at each thread count, and how much faster each count is than the lowest."""
     counts = sorted({r.threads for r in results})
     p50 = {(r.variant, r.threads): r.p50_ms for r in results if r.measured}
     rows = []
-    for variant in sorted({r.variant for r in results}, key=lambda v: VARIANT_ORDER.get(v, 99)):
+    for variant in sorted({r.variant for r in results}, key=lambda v: display_order(v)):
         base = p50.get((variant, counts[0]))
         cells = [_num(p50.get((variant, t))) for t in counts]
         scaling = [_num(base / p50[variant, t] if base and (variant, t) in p50 else None, "{:.2f}×")
@@ -204,7 +196,7 @@ def cross_machine_table(results: list[Result], threads: int) -> str:
     """Rows = variants, columns = machines; each speed-up is against that machine's own eager FP32."""
     machines = list(dict.fromkeys(r.env.machine_id for r in results))
     cell = {(r.env.machine_id, r.variant): r for r in results if r.threads == threads}
-    variants = sorted({v for _, v in cell}, key=lambda v: VARIANT_ORDER.get(v, 99))
+    variants = sorted({v for _, v in cell}, key=lambda v: display_order(v))
     rows = [[f"`{v}`", *(_cross_cell(cell.get((m, v))) for m in machines)] for v in variants]
     return tabulate(rows, headers=["variant", *machines], tablefmt="github", disable_numparse=True)
 
@@ -227,7 +219,7 @@ def render_machine(results: list[Result], figures: dict | None = None) -> str:
     figures = figures or {}
     machine = results[0].env.machine_id
     parts = [environment_block(results), ""]
-    by_threads = _by(results, lambda r: r.threads)
+    by_threads = group_by(results, lambda r: r.threads)
     for threads in sorted(by_threads):
         group, label = by_threads[threads], plots.threads_label(threads)
         parts += [f"### {label}", "", main_table(group), "", *summary_lines(group), "", timing_note(group), "",
@@ -256,7 +248,7 @@ def render(results: list[Result], figures: dict | None = None, dropped: list[Res
     """The report text; `figures` maps (machine_id, kind, threads) to a path relative to report.md."""
     if not results:
         raise ValueError("no results to report: run `invoke bench` first")
-    by_machine = _by(results, lambda r: r.env.machine_id)
+    by_machine = group_by(results, lambda r: r.env.machine_id)
     parts = ["# MobileNet-V2 deployment benchmark", "",
              f"Rendered {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from {len(results)} result files"
              f" ({len(by_machine)} machine{'s' if len(by_machine) > 1 else ''}).", ""]

@@ -106,6 +106,14 @@ def load_results(results_dir: Path) -> list[Result]:
     return results
 
 
+def group_by(results: list[Result], key) -> dict:
+    """Results grouped by key(result), in first-seen order."""
+    groups: dict = {}
+    for r in results:
+        groups.setdefault(key(r), []).append(r)
+    return groups
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

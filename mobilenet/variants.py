@@ -100,6 +100,14 @@ BUILD_STEPS = ("export", "quantize-dynamic", "quantize-static",
                "convert-onnx", "convert-litert", "convert-executorch")
 
 
+_POSITION = {v.id: i for i, v in enumerate(VARIANTS)}
+
+
+def display_order(variant_id: str) -> int:
+    """Registry order for tables and charts; unknown ids (older results) go last."""
+    return _POSITION.get(variant_id, len(_POSITION))
+
+
 def by_id(variant_id: str) -> Variant:
     for variant in VARIANTS:
         if variant.id == variant_id:
