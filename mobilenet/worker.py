@@ -130,7 +130,7 @@ def _cpu_s() -> float:
 
 
 def serve(inp, out) -> None:
-    from mobilenet.dataset import NpyImages
+    from mobilenet.npyimages import NpyImages
     from mobilenet.logs import quiet_deprecations
     from mobilenet.runners import RuntimeUnavailable, make_runner, runtime_versions
     from mobilenet.timing import time_calls

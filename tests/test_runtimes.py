@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, WEIGHTS, requires_shared
-from mobilenet.dataset import NpyImages
+from mobilenet.npyimages import NpyImages
 from mobilenet.runners import RuntimeUnavailable, make_runner, runner_module, runtime_versions
 
 pytestmark = requires_shared
