@@ -1,11 +1,14 @@
 """Labelled real photos: the committed manifest, downloading it, or the user's own folder."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import logging
+import re
 import time
 import urllib.parse
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +19,11 @@ log = logging.getLogger("mobilenet.images")
 MANIFEST_FIELDS = ("filename", "label", "category", "split", "bytes", "sha256", "url")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
+NUM_CLASSES = 1000  # labels are ImageNet class indices
+# A server that sends a byte now and then never trips the per-read timeout; this bounds
+# the whole of one file, retries included.
+FILE_DEADLINE_S = 120.0
+CHUNK_BYTES = 64 * 1024
 
 
 class ManifestError(ValueError):
@@ -71,39 +79,84 @@ def safe_target(folder: Path, filename: str) -> Path:
     return target
 
 
+def check_http_url(url: str | None, what: str) -> str:
+    """`url` if it is http(s)://host/...; requests would otherwise fail on it per file, or
+    (file://) read this machine's own files."""
+    parts = urllib.parse.urlsplit(url or "")
+    try:
+        parts.port  # noqa: B018 (a bad port raises only when read)
+        has_host = bool(parts.hostname)
+    except ValueError:
+        has_host = False
+    if parts.scheme.lower() not in {"http", "https"} or not has_host:
+        raise ManifestError(f"{what} {url!r} is not an http(s) URL: "
+                            "give it as http://HOST[:PORT][/path], e.g. http://10.0.0.5:8765")
+    return url
+
+
+def parse_label(text: str | None) -> int:
+    """An ImageNet class index, 0-999."""
+    text = (text or "").strip()
+    if not text:
+        raise ValueError("no label (expected an ImageNet class index 0-999)")
+    if not re.fullmatch(r"-?[0-9]+", text):
+        raise ValueError(f"label {text!r} is not an integer (expected an ImageNet class index 0-999)")
+    label = int(text)
+    if not 0 <= label < NUM_CLASSES:
+        raise ValueError(f"label {label} is outside 0-{NUM_CLASSES - 1} (ImageNet class indices)")
+    return label
+
+
+@contextlib.contextmanager
+def _csv_rows(path: Path):
+    """A DictReader over `path`; a file that is unreadable, not UTF-8 or not CSV is named."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a spreadsheet's BOM
+            yield csv.DictReader(fh)
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not UTF-8 text (byte {exc.start}); save it as a UTF-8 CSV") from None
+    except csv.Error as exc:
+        raise ManifestError(f"{path}: not a valid CSV file ({exc})") from None
+    except OSError as exc:
+        raise ManifestError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
 def read_manifest(path: Path) -> list[ManifestRow]:
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"manifest {path} does not exist")
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
+    with _csv_rows(path) as reader:
         missing = {"filename", "split", "url"} - set(reader.fieldnames or ())
         if missing:
             raise ManifestError(f"{path}: missing column(s) {sorted(missing)}; expected {MANIFEST_FIELDS}")
-        rows = []
-        for line_no, raw in enumerate(reader, start=2):
+        rows, first_line = [], {}
+        for raw in reader:
+            line_no = reader.line_num
             try:
-                split = raw["split"].strip()
+                name = (raw["filename"] or "").strip()
+                split = (raw["split"] or "").strip()
                 if split not in {"calib", "eval"}:
                     raise ValueError(f"split must be calib or eval, got {split!r}")
-                safe_target(Path("."), raw["filename"].strip())
+                safe_target(Path("."), name)
+                if name in first_line:
+                    raise ValueError(f"{name} is listed twice (first on line {first_line[name]})")
                 sha = (raw.get("sha256") or "").strip().lower() or None
                 if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
                     raise ValueError(f"sha256 {sha!r} is not 64 hex digits")
+                url = (raw["url"] or "").strip()
+                check_http_url(url, "url")
                 rows.append(ManifestRow(
-                    filename=raw["filename"].strip(),
-                    label=int(raw["label"]) if (raw.get("label") or "").strip() else None,
+                    filename=name,
+                    label=parse_label(raw["label"]) if (raw.get("label") or "").strip() else None,
                     category=(raw.get("category") or "").strip(),
                     split=split,
                     bytes=int(raw["bytes"]) if (raw.get("bytes") or "").strip() else None,
                     sha256=sha,
-                    url=raw["url"].strip(),
+                    url=url,
                 ))
             except (ValueError, ManifestError) as exc:
-                raise ManifestError(f"{path}:{line_no}: {exc}") from exc
-    names = [r.filename for r in rows]
-    if len(set(names)) != len(names):
-        raise ManifestError(f"{path}: a file name appears twice")
+                raise ManifestError(f"{path}:{line_no}: {exc}") from None
+            first_line[name] = line_no
     return rows
 
 
@@ -137,15 +190,31 @@ def build_manifest(source_csv: Path, out_csv: Path, calib_count: int = 50, only_
 
 
 def source_url(row: ManifestRow, mirror: str | None) -> str:
-    if not mirror:
+    if mirror is None:
         return row.url
     return mirror.rstrip("/") + "/" + urllib.parse.quote(row.filename)
 
 
-def check_decodes(path: Path) -> None:
-    from PIL import Image
-    with Image.open(path) as image:
-        image.load()
+def image_problem(path: Path) -> str | None:
+    """Why `path` is not a usable photo, in a few words, or None if it decodes."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between 1x and 2x its pixel limit: a photo is never that big.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return f"decompression bomb: {exc}"
+    except UnidentifiedImageError:
+        return "not an image (Pillow cannot identify its format)"
+    except OSError as exc:
+        if exc.errno is not None:
+            return f"cannot read it: {exc.strerror}"
+        return f"truncated or corrupt: {exc}"
+    except Exception as exc:  # Pillow's decoders also raise SyntaxError, ValueError, struct.error...
+        return f"truncated or corrupt: {exc.__class__.__name__}: {exc}"
+    return None
 
 
 def is_verified(path: Path, row: ManifestRow) -> bool:
@@ -153,11 +222,17 @@ def is_verified(path: Path, row: ManifestRow) -> bool:
         return False
     if row.sha256:
         return sha256_file(path) == row.sha256
-    try:
-        check_decodes(path)
-        return True
-    except Exception:
-        return False
+    return image_problem(path) is None
+
+
+def remove_partial_downloads(folder: Path) -> None:
+    """A killed run leaves its half-written '.<name>.<random>.part<suffix>' files behind:
+    atomic_path's cleanup never ran."""
+    leftovers = [p for p in Path(folder).glob(".*.part*") if p.is_file()]
+    for path in leftovers:
+        path.unlink()
+    if leftovers:
+        log.info("%s: removed %d partial download(s) left by an interrupted run", folder, len(leftovers))
 
 
 # Offline or behind a firewall, every URL would wait out its timeouts and retries; after
@@ -171,7 +246,29 @@ class _Retryable(Exception):
         self.unreachable = unreachable
 
 
-def _fetch(session, url: str, target: Path, row: ManifestRow, timeout, max_bytes: int) -> None:
+def _body(response, deadline: float, deadline_s: float):
+    """The response body in chunks, within the file's deadline.
+
+    read1 returns what one read of the socket brings, so the deadline is checked at least once
+    per read timeout; requests' iter_content waits for a full chunk however slowly it comes.
+    """
+    import urllib3
+    while True:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not finished within the {deadline_s:g} s allowed per file "
+                               "(the server sends too slowly)")
+        try:
+            chunk = response.raw.read1(CHUNK_BYTES, decode_content=True)
+        except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError) as exc:
+            # What requests calls ChunkedEncodingError: the connection dropped mid-file.
+            raise _Retryable(f"transfer interrupted: {exc}") from exc
+        if not chunk:
+            return
+        yield chunk
+
+
+def _fetch(session, url: str, target: Path, row: ManifestRow, timeout, max_bytes: int,
+           deadline: float, deadline_s: float) -> None:
     import requests
     try:
         response = session.get(url, stream=True, timeout=timeout)
@@ -189,66 +286,86 @@ def _fetch(session, url: str, target: Path, row: ManifestRow, timeout, max_bytes
         received = 0
         with atomic_path(target) as tmp:
             with open(tmp, "wb") as fh:
-                try:
-                    for chunk in response.iter_content(64 * 1024):
-                        received += len(chunk)
-                        if received > max_bytes:
-                            raise RuntimeError(f"more than the {max_bytes}-byte cap")
-                        digest.update(chunk)
-                        fh.write(chunk)
-                except (requests.ConnectionError, requests.Timeout) as exc:
-                    raise _Retryable(f"transfer interrupted: {exc.__class__.__name__}") from exc
+                for chunk in _body(response, deadline, deadline_s):
+                    received += len(chunk)
+                    if received > max_bytes:
+                        raise RuntimeError(f"more than the {max_bytes}-byte cap")
+                    digest.update(chunk)
+                    fh.write(chunk)
             if row.sha256 and digest.hexdigest() != row.sha256:
                 raise RuntimeError(f"sha256 mismatch: got {digest.hexdigest()[:12]}…, "
                                    f"expected {row.sha256[:12]}… ({received} bytes)")
-            try:
-                check_decodes(tmp)
-            except Exception as exc:
-                raise RuntimeError(f"not a decodable image: {exc}") from exc
+            problem = image_problem(tmp)
+            if problem:
+                raise RuntimeError(f"not a decodable image: {problem}")
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename:  # this machine's disk, not the server
+        return f"cannot write {exc.filename}: {exc.strerror}"
+    if isinstance(exc, RuntimeError):
+        return str(exc)
+    return f"{exc.__class__.__name__}: {exc}"
 
 
 def download(rows: list[ManifestRow], folder: Path, mirror: str | None = None, *,
-             timeout=(5.0, 30.0), retries: int = 3, backoff_s: float = 0.5,
-             max_bytes: int = MAX_IMAGE_BYTES, progress: bool = True) -> dict[str, int]:
+             timeout=(5.0, 30.0), deadline_s: float = FILE_DEADLINE_S, retries: int = 3,
+             backoff_s: float = 0.5, max_bytes: int = MAX_IMAGE_BYTES, progress: bool = True) -> dict[str, int]:
     """Fetch rows into folder; verified files already there are kept and skipped.
 
-    Retries with exponential backoff on connection errors, timeouts and 5xx; never on
-    4xx. Raises DownloadError naming every failed URL after trying all of them.
+    Retries with exponential backoff on connection errors, timeouts, a connection dropped
+    mid-file and 5xx; never on 4xx. Each file has deadline_s seconds in all, retries included.
+    A failure of any kind stays with its file: raises DownloadError naming every failed URL
+    after trying all of them.
     """
     import requests
+    import urllib3
     from tqdm import tqdm
 
+    if mirror is not None:
+        check_http_url(mirror, "mirror URL (--mirror, MOBILENET_MIRROR)")
+    urls = [source_url(row, mirror) for row in rows]
+    for row, url in zip(rows, urls):
+        check_http_url(url, f"URL of {row.filename}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    remove_partial_downloads(folder)
     failures: list[tuple[str, str]] = []
     counts = {"downloaded": 0, "kept": 0}
     unreachable_in_a_row = 0
     with requests.Session() as session, tqdm(rows, desc=f"download {folder.name}", unit="img",
                                              disable=not progress, leave=False) as bar:
-        for row in bar:
+        for row, url in zip(bar, urls):
             target = safe_target(folder, row.filename)
-            if is_verified(target, row):
-                counts["kept"] += 1
+            try:
+                if is_verified(target, row):
+                    counts["kept"] += 1
+                    continue
+            except OSError as exc:
+                failures.append((url, f"cannot read {target}: {exc.strerror or exc}"))
                 continue
-            url = source_url(row, mirror)
             if unreachable_in_a_row >= UNREACHABLE_LIMIT:
                 failures.append((url, "not tried: the previous downloads could not connect at all"))
                 continue
+            deadline = time.monotonic() + deadline_s
             for attempt in range(retries + 1):
                 try:
-                    _fetch(session, url, target, row, timeout, max_bytes)
+                    _fetch(session, url, target, row, timeout, max_bytes, deadline, deadline_s)
                     counts["downloaded"] += 1
                     unreachable_in_a_row = 0
                     break
                 except _Retryable as exc:
-                    if attempt == retries:
-                        failures.append((url, f"{exc} (after {retries + 1} attempts)"))
+                    wait = backoff_s * 2 ** attempt
+                    if attempt == retries or time.monotonic() + wait > deadline:
+                        failures.append((url, f"{exc} (after {attempt + 1} attempts)"))
                         unreachable_in_a_row += 1 if exc.unreachable else 0
-                    else:
-                        log.debug("retrying %s: %s", url, exc)
-                        time.sleep(backoff_s * 2 ** attempt)
-                except RuntimeError as exc:
-                    failures.append((url, str(exc)))
+                        break
+                    log.debug("retrying %s: %s", url, exc)
+                    time.sleep(wait)
+                # RequestException is an OSError too: a redirect loop or to a non-http URL, a
+                # full disk: whatever it is, it is this file's failure, not the run's.
+                except (RuntimeError, OSError, urllib3.exceptions.HTTPError) as exc:
+                    failures.append((url, _reason(exc)))
                     unreachable_in_a_row = 0
                     break
     if failures:
@@ -256,12 +373,24 @@ def download(rows: list[ManifestRow], folder: Path, mirror: str | None = None, *
     return counts
 
 
-def _read_labels(labels_csv: Path) -> dict[str, int]:
-    with open(labels_csv, newline="") as fh:
-        reader = csv.DictReader(fh)
+def read_labels(path: Path) -> dict[str, int]:
+    """filename -> label from a 'filename,label' CSV; errors name the file and line."""
+    labels, first_line = {}, {}
+    with _csv_rows(path) as reader:
         if not {"filename", "label"} <= set(reader.fieldnames or ()):
-            raise ManifestError(f"{labels_csv}: needs columns filename,label")
-        return {row["filename"].strip(): int(row["label"]) for row in reader}
+            raise ManifestError(f"{path}: needs a header line 'filename,label', found {reader.fieldnames}")
+        for row in reader:
+            name = (row["filename"] or "").strip()
+            try:
+                if not name:
+                    raise ValueError("no file name")
+                if name in first_line:
+                    raise ValueError(f"{name} is listed twice (first on line {first_line[name]})")
+                labels[name] = parse_label(row["label"])
+            except ValueError as exc:
+                raise ManifestError(f"{path}:{reader.line_num}: {exc}") from None
+            first_line[name] = reader.line_num
+    return labels
 
 
 def local_image_set(folder: Path, labels_csv: Path | None, calib_count: int, eval_count: int) -> ImageSet:
@@ -269,17 +398,23 @@ def local_image_set(folder: Path, labels_csv: Path | None, calib_count: int, eva
     folder = Path(folder)
     if not folder.is_dir():
         raise ManifestError(f"local image folder {folder} does not exist")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    # Dotfiles are never photos: macOS '._x.jpg' resource forks, an editor's or our own
+    # '.x.part.jpg' leftovers.
+    files = sorted(p for p in folder.iterdir()
+                   if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if len(files) < calib_count + 1:
         raise ManifestError(f"{folder} has {len(files)} images; need more than {calib_count} "
                             "(calibration photos plus at least one to evaluate)")
     calib, evaluation = files[:calib_count], files[calib_count:calib_count + eval_count]
     labels = None
     if labels_csv:
-        by_name = _read_labels(Path(labels_csv))
+        by_name = read_labels(Path(labels_csv))
         unlabelled = [p.name for p in evaluation if p.name not in by_name]
         if unlabelled:
-            raise ManifestError(f"{labels_csv} has no label for {unlabelled[:5]}")
+            more = f" and {len(unlabelled) - 5} more" if len(unlabelled) > 5 else ""
+            raise ManifestError(f"{labels_csv} has no line for {len(unlabelled)} evaluation photo(s) of "
+                                f"{folder}: {', '.join(unlabelled[:5])}{more} (add 'filename,label' lines, "
+                                "or drop --local-labels to score agreement with FP32 only)")
         labels = tuple(by_name[p.name] for p in evaluation)
     return ImageSet(f"local:{folder.resolve()}", tuple(calib), tuple(evaluation), labels)
 
@@ -309,8 +444,10 @@ def download_images(settings) -> dict[str, int]:
     """The download-images step: fetch the manifest's calibration and evaluation photos."""
     if settings.local_images:
         images = image_set(settings)
-        for path in images.files():
-            check_decodes(path)
+        bad = [f"  {path.name}: {problem}" for path in images.files() if (problem := image_problem(path))]
+        if bad:
+            raise ManifestError(f"{len(bad)} file(s) in {settings.local_images} are not usable photos "
+                                "(remove or replace them):\n" + "\n".join(bad))
         return {"downloaded": 0, "kept": len(images.files())}
     chosen = select_rows(read_manifest(settings.manifest), settings.calib_count, settings.eval_count)
     totals = {"downloaded": 0, "kept": 0}
