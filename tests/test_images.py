@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,125 @@ def test_unreachable_host_stops_early(tmp_path):
     reasons = [reason for _, reason in err.value.failures]
     assert len(reasons) == 6
     assert sum("not tried" in r for r in reasons) == 6 - images.UNREACHABLE_LIMIT
+
+
+# ---- labels and photos a user gives: each error names the file (and line) and the reason
+
+def _local_folder(folder: Path, names=("a.jpg", "b.jpg", "c.jpg")) -> Path:
+    folder.mkdir()
+    for name in names:
+        (folder / name).write_bytes(b"only the names matter here")
+    return folder
+
+
+@pytest.mark.parametrize("lines, message", [
+    ("a.jpg,1\nb.jpg,cat\nc.jpg,3\n", r"labels\.csv:3: label 'cat' is not an integer"),
+    ("a.jpg,1\nb.jpg,2.5\nc.jpg,3\n", r"labels\.csv:3: label '2\.5' is not an integer"),
+    ("a.jpg,1\nb.jpg,1000\nc.jpg,3\n", r"labels\.csv:3: label 1000 is outside 0-999"),
+    ("a.jpg,-1\nb.jpg,2\nc.jpg,3\n", r"labels\.csv:2: label -1 is outside 0-999"),
+    ("a.jpg,1\nb.jpg,2\nc.jpg,3\nb.jpg,4\n", r"labels\.csv:5: b\.jpg is listed twice \(first on line 3\)"),
+    ("a.jpg,1\nb.jpg\nc.jpg,3\n", r"labels\.csv:3: no label"),
+    ("a.jpg,1\nb.jpg,\nc.jpg,3\n", r"labels\.csv:3: no label"),
+    ("a.jpg,1\n,2\n", r"labels\.csv:3: no file name"),
+    ("a.jpg,1\nb.jpg,2\n", r"labels\.csv has no line for 1 evaluation photo\(s\) of .*: c\.jpg"),
+], ids=["word", "decimal", "1000", "negative", "duplicate", "no-label-field", "empty-label", "no-name",
+        "missing-row"])
+def test_labels_csv_errors_name_the_file_and_line(tmp_path, lines, message):
+    folder = _local_folder(tmp_path / "photos")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("filename,label\n" + lines)
+    with pytest.raises(images.ManifestError, match=message):
+        images.local_image_set(folder, labels, calib_count=1, eval_count=10)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"name;class\na.jpg;1\n", r"labels\.csv: needs a header line 'filename,label'"),
+    ("filename,label\nb.jpg,1\nc.jpg,2\n".encode("utf-16"), r"labels\.csv: not UTF-8 text"),
+], ids=["no-header", "utf-16"])
+def test_labels_csv_that_is_not_one_is_named(tmp_path, content, message):
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes(content)
+    with pytest.raises(images.ManifestError, match=message):
+        images.local_image_set(_local_folder(tmp_path / "photos"), labels, calib_count=1, eval_count=10)
+
+
+def test_labels_csv_from_a_spreadsheet_with_a_bom_is_read(tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes("filename,label\nb.jpg,7\nc.jpg,999\n".encode("utf-8-sig"))
+    chosen = images.local_image_set(_local_folder(tmp_path / "photos"), labels, calib_count=1, eval_count=10)
+    assert chosen.eval_labels == (7, 999)
+
+
+@pytest.mark.parametrize("label, message", [
+    ("cat", r"m\.csv:2: label 'cat' is not an integer"),
+    ("1000", r"m\.csv:2: label 1000 is outside 0-999"),
+    ("-3", r"m\.csv:2: label -3 is outside 0-999"),
+])
+def test_manifest_labels_are_validated_like_the_labels_csv(tmp_path, label, message):
+    manifest = tmp_path / "m.csv"
+    _write_manifest(manifest, [{"filename": "a.jpg", "label": label, "category": "c", "split": "eval",
+                                "bytes": "1", "sha256": "", "url": "http://x/a.jpg"}])
+    with pytest.raises(images.ManifestError, match=message):
+        images.read_manifest(manifest)
+
+
+def test_manifest_duplicate_names_the_lines(tmp_path):
+    row = {"filename": "a.jpg", "label": "1", "category": "c", "split": "eval", "bytes": "1", "sha256": "",
+           "url": "http://x/a.jpg"}
+    manifest = tmp_path / "m.csv"
+    _write_manifest(manifest, [row, {**row, "filename": "b.jpg"}, row])
+    with pytest.raises(images.ManifestError, match=r"m\.csv:4: a\.jpg is listed twice \(first on line 2\)"):
+        images.read_manifest(manifest)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A tiny PNG that claims width x height pixels: what a decompression bomb looks like."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("name, content, reason", [
+    ("notes.jpg", b"<html>a captive portal, not a photo</html>", "not an image"),
+    ("half.jpg", None, "truncated or corrupt"),
+    ("bomb.png", _png_header(30000, 30000), "decompression bomb"),  # over twice Pillow's limit: an error
+    ("big.png", _png_header(10000, 10000), "decompression bomb"),  # between 1x and 2x: only a warning
+], ids=["not-an-image", "truncated", "bomb", "bomb-warning"])
+def test_a_bad_file_in_a_local_folder_is_named_with_the_reason(tmp_path, name, content, reason):
+    import types
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for good in _names(3):
+        (folder / good).write_bytes((SAMPLE_IMAGES / good).read_bytes())
+    whole = (SAMPLE_IMAGES / _names(1)[0]).read_bytes()
+    (folder / name).write_bytes(whole[: len(whole) // 2] if content is None else content)
+    settings = types.SimpleNamespace(local_images=str(folder), local_labels=None, calib_count=1,
+                                     eval_count=10, quiet=True)
+    with pytest.raises(images.ManifestError, match=rf"1 file\(s\) in .*photos are not usable photos.*\n"
+                                                   rf"  {re.escape(name)}: {reason}"):
+        images.download_images(settings)
+
+
+def test_a_bad_local_photo_is_one_error_line_not_a_traceback(tmp_path):
+    """As a user sees it: `invoke download-images --local-images DIR` on a folder with a bomb."""
+    import os
+    import subprocess
+    import sys
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for good in _names(3):
+        (folder / good).write_bytes((SAMPLE_IMAGES / good).read_bytes())
+    (folder / "bomb.png").write_bytes(_png_header(30000, 30000))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOBILENET_")}
+    env.update(MOBILENET_BUILD_DIR=str(tmp_path / "build"), MOBILENET_CALIB_COUNT="1", MOBILENET_QUIET="1")
+    run = subprocess.run([sys.executable, "-m", "invoke", "download-images", "--local-images", str(folder)],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr + run.stdout
+    assert re.search(r"error: 1 file\(s\) in .*photos are not usable photos", run.stderr), run.stderr
+    assert "bomb.png: decompression bomb" in run.stderr
