@@ -82,11 +82,17 @@ def sshd(tmp_path_factory):
 
     ssh_config = root / "ssh_config"
     user = getpass.getuser()
+    # The server's key is known, as after `ssh-keyscan -p PORT 127.0.0.1 >> known_hosts`.
+    key_type, key_base64 = (root / "host_key.pub").read_text().split()[:2]
+    host_key_line = f"[127.0.0.1]:{port} {key_type} {key_base64}\n"
+    (root / "known_hosts").write_text(host_key_line)
     ssh_config.write_text(
-        f"Host bench-a bench-b\n    HostName 127.0.0.1\n    Port {port}\n    User {user}\n\n"
+        f"Host bench-a bench-b\n    HostName 127.0.0.1\n    Port {port}\n    User {user}\n"
+        f"    UserKnownHostsFile {root / 'known_hosts'}\n\n"
         f"Host bench-down\n    HostName 127.0.0.1\n    Port {refused_port}\n    User {user}\n"
-        "    ConnectTimeout 5\n")
-    yield {"ssh_config": ssh_config, "key": client_key, "log": root / "sshd.log"}
+        f"    UserKnownHostsFile {root / 'known_hosts'}\n    ConnectTimeout 5\n")
+    yield {"ssh_config": ssh_config, "key": client_key, "log": root / "sshd.log", "port": port,
+           "host_key_line": host_key_line, "user": user}
     proc.terminate()
     try:
         proc.wait(timeout=10)
@@ -237,3 +243,154 @@ def test_swap_in_replaces_the_whole_folder(tmp_path):
     scratch.mkdir()
     remote._swap_in(new, final, scratch)
     assert [p.name for p in (final / "results").iterdir()] == ["new.json"]
+
+
+# ---- host keys against the real sshd: known accepted, unknown refused, changed refused
+
+def _target(sshd, folder: Path, known_hosts: Path, extra: str = "") -> Path:
+    """An ssh config with the alias `target` for the sshd and its own known_hosts file."""
+    config = folder / "ssh_config"
+    config.write_text(f"Host target\n    HostName 127.0.0.1\n    Port {sshd['port']}\n    User {sshd['user']}\n"
+                      f"    UserKnownHostsFile {known_hosts}\n{extra}")
+    return config
+
+
+def _connect(sshd, config: Path, tmp_path: Path, accept_new: bool = False, hosts: str = "target") -> str:
+    plan = remote.make_plan(hosts, {}, ssh_config=str(config), identity=str(sshd["key"]),
+                            build_dir=tmp_path / "build", accept_new_host_keys=accept_new, environ={})
+    cxn = remote.connect(plan.hosts[0], plan)
+    try:
+        cxn.open()
+        return cxn.run("echo connected", hide=True, in_stream=False).stdout.strip()
+    finally:
+        remote._close(cxn)
+
+
+def _other_key_line(sshd, folder: Path) -> str:
+    """The same host name with another key: what known_hosts holds after the host was replaced."""
+    key_type, key_base64 = (_keygen(folder / "other_host_key").with_suffix(".pub")).read_text().split()[:2]
+    return f"[127.0.0.1]:{sshd['port']} {key_type} {key_base64}\n"
+
+
+@requires_sshd
+def test_known_host_key_is_accepted(sshd, tmp_path):
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(sshd["host_key_line"])
+    assert _connect(sshd, _target(sshd, tmp_path, known_hosts), tmp_path) == "connected"
+
+
+@requires_sshd
+@pytest.mark.parametrize("strict", [None, "ask", "yes"])
+def test_unknown_host_is_refused_with_how_to_trust_it(sshd, tmp_path, strict):
+    known_hosts = tmp_path / "known_hosts"
+    extra = f"    StrictHostKeyChecking {strict}\n" if strict else ""
+    with pytest.raises(remote.HostKeyError) as err:
+        _connect(sshd, _target(sshd, tmp_path, known_hosts, extra), tmp_path)
+    message = str(err.value)
+    port = sshd["port"]
+    assert re.search(rf"unknown host key for target \(\[127\.0\.0\.1\]:{port}, ssh-ed25519 SHA256:\S+\)", message)
+    assert f"`ssh-keyscan -p {port} 127.0.0.1 >> {known_hosts}`" in message
+    assert f"ssh -F {tmp_path / 'ssh_config'} -p {port} {sshd['user']}@target" in message
+    assert "--accept-new-host-keys" in message
+    assert not known_hosts.exists(), "nothing recorded"
+
+
+@requires_sshd
+@pytest.mark.parametrize("accept_new", [False, True])
+def test_changed_host_key_is_refused_even_with_accept_new(sshd, tmp_path, accept_new):
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(_other_key_line(sshd, tmp_path))
+    before = known_hosts.read_text()
+    with pytest.raises(remote.HostKeyError) as err:
+        _connect(sshd, _target(sshd, tmp_path, known_hosts), tmp_path, accept_new=accept_new)
+    message = str(err.value)
+    assert re.search(r"the host key of target \(\[127\.0\.0\.1\]:\d+\) has CHANGED: known_hosts has "
+                     r"ssh-ed25519 SHA256:\S+, the host sent ssh-ed25519 SHA256:\S+", message), message
+    assert f"ssh-keygen -R '[127.0.0.1]:{sshd['port']}' -f {known_hosts}" in message
+    assert known_hosts.read_text() == before
+
+
+@requires_sshd
+@pytest.mark.parametrize("flag, strict", [(True, None), (False, "accept-new"), (False, "no"),
+                                          (True, "yes")])  # the option wins, like `ssh -o` does
+def test_accept_new_records_an_unknown_host_like_openssh(sshd, tmp_path, flag, strict):
+    known_hosts = tmp_path / "ssh" / "known_hosts"  # its folder is made too, as ssh does
+    config = _target(sshd, tmp_path, known_hosts, f"    StrictHostKeyChecking {strict}\n" if strict else "")
+    assert _connect(sshd, config, tmp_path, accept_new=flag) == "connected"
+    assert known_hosts.read_text() == sshd["host_key_line"]
+    # Known from now on, without the option; and recorded once.
+    assert _connect(sshd, _target(sshd, tmp_path, known_hosts), tmp_path) == "connected"
+    assert _connect(sshd, config, tmp_path, accept_new=flag) == "connected"
+    assert known_hosts.read_text() == sshd["host_key_line"]
+
+
+@requires_sshd
+def test_proxyjump_hops_are_checked_too(sshd, tmp_path):
+    """`target` through the hop `jump` (the same sshd under the name localhost, so the two
+    have separate known_hosts entries): an unknown hop is refused although the target is known."""
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(sshd["host_key_line"])
+    hop = (f"    ProxyJump jump\n\nHost jump\n    HostName localhost\n    Port {sshd['port']}\n"
+           f"    User {sshd['user']}\n    UserKnownHostsFile {known_hosts}\n")
+    config = _target(sshd, tmp_path, known_hosts, hop)
+    with pytest.raises(remote.HostKeyError, match=rf"unknown host key for jump \(\[localhost\]:{sshd['port']}"):
+        _connect(sshd, config, tmp_path)
+    known_hosts.write_text(sshd["host_key_line"] + sshd["host_key_line"].replace("127.0.0.1", "localhost"))
+    assert _connect(sshd, config, tmp_path) == "connected"
+    # ...and the target behind a known hop is checked as well.
+    known_hosts.write_text(_other_key_line(sshd, tmp_path)
+                           + sshd["host_key_line"].replace("127.0.0.1", "localhost"))
+    with pytest.raises(remote.HostKeyError, match="the host key of target .* has CHANGED"):
+        _connect(sshd, config, tmp_path)
+
+
+@requires_sshd
+def test_remote_bench_names_an_unknown_host_and_how_to_trust_it(sshd, tmp_path):
+    """As the user sees it: one line for the host, no traceback, nothing fetched or written."""
+    config = _target(sshd, tmp_path, tmp_path / "known_hosts")
+    env = {**os.environ, "MOBILENET_BUILD_DIR": str(tmp_path / "build")}
+    run = subprocess.run([sys.executable, "-m", "invoke", "remote-bench", "--hosts", "target",
+                          "--ssh-config", str(config), "--identity", str(sshd["key"])],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert re.search(r"target: FAILED after \d+ s, connect: unknown host key for target .*ssh-keyscan -p",
+                     run.stderr), run.stderr
+    assert "Traceback" not in run.stderr + run.stdout
+    assert not (tmp_path / "build" / "remote").exists()
+
+
+@requires_sshd
+def test_fetch_over_sftp_takes_only_regular_files(sshd, tmp_path):
+    """A host's build/ with links, a pipe and a folder among its results, over the real SFTP."""
+    project, outside = tmp_path / "host-project", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("the host's own file")
+    results, logs = project / "build" / "results", project / "build" / "logs"
+    results.mkdir(parents=True)
+    logs.mkdir()
+    (results / "fp32-eager@1t.json").write_text('{"ok": true}')
+    (logs / "bench.log").write_text("log")
+    (results / "link.json").symlink_to(outside / "secret.txt")
+    (results / "folder-link").symlink_to(outside)
+    (results / "sub").mkdir()
+    (results / "sub" / "x.json").write_text("{}")
+    os.mkfifo(results / "pipe.json")  # reading it would block for ever
+    os.link(outside / "secret.txt", results / "hard.json")  # on the host, just a file
+
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(sshd["host_key_line"])
+    plan = remote.make_plan("target", {}, ssh_config=str(_target(sshd, tmp_path, known_hosts)),
+                            identity=str(sshd["key"]), build_dir=tmp_path / "build", environ={})
+    cxn = remote.connect(plan.hosts[0], plan)
+    try:
+        cxn.open()
+        fetched = remote.fetch(cxn, str(project), plan.local_dir(plan.hosts[0]), tmp_path / "build" / "tmp")
+    finally:
+        remote._close(cxn)
+    final = fetched.parent
+    assert sorted(str(p.relative_to(final)) for p in final.rglob("*")) == [
+        "logs", "logs/bench.log", "results", "results/fp32-eager@1t.json", "results/hard.json"]
+    assert not any(p.is_symlink() for p in final.rglob("*"))
+    assert (final / "results" / "hard.json").stat().st_nlink == 1, "a copy, not a link"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["build", "host-project", "known_hosts", "outside",
+                                                          "ssh_config"]
