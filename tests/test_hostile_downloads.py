@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import http.server
 import re
-import tempfile
+import subprocess
+import sys
 import threading
 import time
 import types
@@ -176,16 +177,21 @@ def test_a_manifest_url_that_is_not_http_is_refused_with_its_line(tmp_path, url)
         images.read_manifest(manifest)
 
 
+def _killed_mid_write(target: Path) -> None:
+    """A process killed while writing `target` through atomic_path: its cleanup never runs."""
+    script = ("import os, sys; from pathlib import Path; from mobilenet.fsutil import atomic_path\n"
+              "writing = atomic_path(Path(sys.argv[1])); writing.__enter__().write_bytes(b'half a photo')\n"
+              "os.kill(os.getpid(), 9)")
+    killed = subprocess.run([sys.executable, "-c", script, str(target)], cwd=REPO)
+    assert killed.returncode == -9
+
+
 def test_leftover_part_files_of_a_killed_run_are_removed(hostile_server, tmp_path):
     kept, fetched = _names(2)
     (tmp_path / kept).write_bytes((SAMPLE_IMAGES / kept).read_bytes())
-    # What atomic_path leaves when the process is killed mid-write: its finally never runs.
-    leftovers = []
     for name in (kept, fetched):
-        stem, suffix = name.rsplit(".", 1)
-        fd, part = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".part.{suffix}", dir=tmp_path)
-        open(fd, "wb").close()
-        leftovers.append(part)
+        _killed_mid_write(tmp_path / name)
+    assert len(list(tmp_path.iterdir())) == 3, "the killed runs left their partial files"
     counts = images.download([_row(kept), _row(fetched)], tmp_path, hostile_server.url, **FAST)
     assert counts == {"downloaded": 1, "kept": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == [kept, fetched]

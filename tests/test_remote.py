@@ -144,7 +144,8 @@ def test_remote_bench_two_hosts_and_a_dead_one(sshd, image_server, tmp_path):
     assert not list((build / "tmp").glob("remote-*")), "staging folders are cleaned up"
 
     from mobilenet import report
-    text = report.write(report.result_folders(build), build / "report.md").read_text()
+    report.write(report.result_folders(build), build / "report.md")
+    text = (build / "report.md").read_text()
     print(text)
     assert "## bench-a" in text and "## bench-b" in text
 
