@@ -103,11 +103,9 @@ class Plan:
 
     def local_dir(self, host: Host) -> Path:
         # parse_hosts already refuses such names; this folder is replaced whole, so check again.
-        root = (self.build_dir / "remote").resolve()
-        path = root / host.name
-        if not HOST_NAME.fullmatch(host.name) or path.resolve().parent != root:
-            raise RemoteError(f"host name {host.name!r} would leave {root}")
-        return path
+        if not HOST_NAME.fullmatch(host.name):
+            raise RemoteError(f"host name {host.name!r} would leave {self.build_dir / 'remote'}")
+        return self.build_dir / "remote" / host.name
 
 
 @dataclass
@@ -255,8 +253,13 @@ class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
         if not self.accept_new:
             raise HostKeyError(self._how_to_trust(hostname, key))
         if self.user_files:
-            self._record(Path(_expand_path(self.user_files[0])), hostname, key)
+            path = Path(_expand_path(self.user_files[0]))
+            self._record(path, hostname, key)
+            where = f"recorded in {path}"
+        else:
+            where = "accepted for this connection only (UserKnownHostsFile none)"
         client.get_host_keys().add(hostname, key.get_name(), key)
+        log.warning("%s: new host key %s %s %s", self.cxn.original_host, key.get_name(), key.fingerprint, where)
 
     def _record(self, path: Path, hostname: str, key) -> None:
         with self._recording:
@@ -271,8 +274,6 @@ class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
                 needs_newline = path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
                 with open(path, "a") as fh:
                     fh.write(("\n" if needs_newline else "") + f"{hostname} {key.get_name()} {key.get_base64()}\n")
-        log.warning("%s: new host key %s %s recorded in %s (--accept-new-host-keys)",
-                    self.cxn.original_host, key.get_name(), key.fingerprint, path)
 
     def _how_to_trust(self, hostname: str, key) -> str:
         cxn = self.cxn
@@ -297,16 +298,19 @@ class _CheckedClient(paramiko.SSHClient):
     """Fabric's SSHClient with the host keys `ssh` would use for this host, and a changed key
     explained rather than reported as paramiko's BadHostKeyException."""
 
-    def __init__(self, cxn: fabric.Connection, user_files: list[str]):
+    def __init__(self, cxn: fabric.Connection, known_hosts_files: list[str]):
         super().__init__()
-        self.cxn, self.user_files = cxn, user_files
+        self.cxn, self.known_hosts_files = cxn, known_hosts_files
+        for path in map(_expand_path, known_hosts_files):
+            if Path(path).is_file():
+                self.load_system_host_keys(path)
 
     def connect(self, hostname, port=22, *args, **kwargs):
         try:
             return super().connect(hostname, port, *args, **kwargs)
         except BadHostKeyException as exc:
             name = _known_hosts_name(hostname, port)
-            holder = next((f for f in self.user_files if Path(_expand_path(f)).is_file()
+            holder = next((f for f in self.known_hosts_files if Path(_expand_path(f)).is_file()
                            and paramiko.HostKeys(_expand_path(f)).lookup(name)), "~/.ssh/known_hosts")
             raise HostKeyError(_changed_key_message(self.cxn.original_host, name, exc.key,
                                                     exc.expected_key, holder)) from exc
@@ -318,10 +322,7 @@ def _check_host_keys(cxn: fabric.Connection, plan: Plan) -> None:
                   if f.lower() != "none"]
     global_files = [f for f in cxn.ssh_config.get("globalknownhostsfile", DEFAULT_GLOBAL_KNOWN_HOSTS).split()
                     if f.lower() != "none"]
-    client = _CheckedClient(cxn, user_files)
-    for path in map(_expand_path, user_files + global_files):
-        if Path(path).is_file():
-            client.load_system_host_keys(path)
+    client = _CheckedClient(cxn, user_files + global_files)
     # `ssh -o` on the command line wins over the config file; so does --accept-new-host-keys.
     # 'no' is taken as accept-new: a changed key is refused here even then.
     strict = cxn.ssh_config.get("stricthostkeychecking", "ask").lower()
