@@ -80,8 +80,8 @@ def safe_target(folder: Path, filename: str) -> Path:
 
 
 def check_http_url(url: str | None, what: str) -> str:
-    """`url` if it is http(s)://host/...; requests would otherwise fail on it per file, or
-    (file://) read this machine's own files."""
+    """`url` if it is http(s)://host/...: checked before anything is fetched, since anything
+    else (file://, ftp://, 'host:8000') would only fail later, once per file."""
     parts = urllib.parse.urlsplit(url or "")
     try:
         parts.port  # noqa: B018 (a bad port raises only when read)
