@@ -3,11 +3,15 @@
 Chain-wide settings come from MOBILENET_* environment variables (see README); options
 given to a task apply to that task. Every step skips work whose outputs are up to date.
 """
+import atexit
+import os
 import sys
 
 from invoke import task
 
 from mobilenet.settings import Settings
+
+_failures: list[str] = []
 
 
 def _settings(**options) -> Settings:
@@ -15,17 +19,37 @@ def _settings(**options) -> Settings:
 
 
 def _fail(message: str) -> None:
+    """Bad input or a broken environment: stop the chain now."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(1)
 
 
+def _fail_later(message: str) -> None:
+    """A FAILED variant is a result too: say so now, let the chain finish (the report shows
+    it), and exit 1 once everything asked for has run."""
+    print(f"error: {message}", file=sys.stderr)
+    if not _failures:
+        atexit.register(_exit_failed)
+    _failures.append(message)
+
+
+def _exit_failed() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
+
+
 def _build(step: str, force: bool, **options) -> None:
     from mobilenet.build import BuildError, run_step
+    from mobilenet.fsutil import BuildFolderBusy
     from mobilenet.model import WeightsError
     try:
-        run_step(step, _settings(**options), force=force)
-    except (BuildError, WeightsError, ValueError) as exc:
+        metas = run_step(step, _settings(**options), force=force)
+    except (BuildError, BuildFolderBusy, WeightsError, ValueError) as exc:
         _fail(str(exc))
+    failed = [m["variant"] for m in metas if m["status"] == "FAILED"]
+    if failed:
+        _fail_later(f"{step}: FAILED {', '.join(failed)} (reasons in build/logs/{step}.log and the report)")
 
 
 @task(help={"mirror": "base URL serving the same files (env MOBILENET_MIRROR)",
@@ -85,21 +109,26 @@ def convert_executorch(c, force=False):
 
 @task(pre=[convert_executorch],
       help={"threads": "1, 1,2 or all (env MOBILENET_THREADS)", "only": "variant globs, e.g. 'onnx-*,int8-*'",
-            "min_runs": "timed calls per variant, at least", "min_seconds": "timed seconds per variant, at least",
+            "sessions": "fresh processes per variant (env MOBILENET_SESSIONS, default 5)",
+            "min_runs": "timed calls per variant over all sessions, at least",
+            "min_seconds": "timed seconds per variant over all sessions, at least",
             "warmup": "untimed calls first", "tag": "machine id in results (default hostname + CPU)",
             "force": "rerun even if up to date"})
-def bench(c, threads=None, only=None, min_runs=None, min_seconds=None, warmup=None, tag=None, force=False):
-    """Measure every variant, each in its own process, interleaved; exit 1 if any is FAILED."""
+def bench(c, threads=None, only=None, sessions=None, min_runs=None, min_seconds=None, warmup=None, tag=None,
+          force=False):
+    """Measure every variant in several fresh processes, interleaved; exit 1 if any is FAILED."""
     from mobilenet import bench as bench_module
-    settings = _settings(threads=threads, only=only, min_runs=min_runs, min_seconds=min_seconds,
-                         warmup=warmup, tag=tag)
+    from mobilenet.fsutil import BuildFolderBusy
+    from mobilenet.results import ResultsError
+    settings = _settings(threads=threads, only=only, sessions=sessions, min_runs=min_runs,
+                         min_seconds=min_seconds, warmup=warmup, tag=tag)
     try:
         results = bench_module.run(settings, force=force)
-    except (ValueError, RuntimeError) as exc:
+    except (bench_module.BenchError, BuildFolderBusy, ResultsError, ValueError) as exc:
         _fail(str(exc))
     failed = [r.variant for r in results if r.status == "FAILED"]
     if failed:
-        _fail(f"FAILED the correctness gate: {', '.join(failed)} (see build/results and the report)")
+        _fail_later(f"bench: FAILED {', '.join(failed)} (see build/results and the report)")
 
 
 @task(pre=[bench], help={"results": "extra result folders to merge, comma-separated"})
@@ -113,16 +142,18 @@ def report(c, results=None):
     settings = _settings()
     try:
         folders = report_module.result_folders(settings.build_dir, [p for p in (results or "").split(",") if p])
-        out = report_module.write(folders, settings.build_dir / "report.md")
+        out, failed = report_module.write(folders, settings.build_dir / "report.md")
     except ValueError as exc:
         _fail(str(exc))
     print(f"report: {out}")
+    if failed:
+        _fail_later(f"report: {len(failed)} FAILED row(s): {', '.join(failed)}")
 
 
 @task(help={"old": "result folder before the change", "new": "result folder after the change",
-            "threshold": "percent slower that counts as a regression, e.g. --threshold 5 (default 10)"})
+            "threshold": "percent slower that counts as a regression when the intervals do not overlap (default 10)"})
 def compare(c, old, new, threshold=10.0):
-    """p50 per variant, OLD vs NEW; exit 1 if any got slower beyond --threshold % and the recorded noise."""
+    """p50 per variant, OLD vs NEW; exit 1 if any got slower (intervals apart, beyond --threshold %) or FAILED."""
     from mobilenet import compare as compare_module
     try:
         comparison = compare_module.compare_folders(old, new, threshold)
@@ -130,8 +161,9 @@ def compare(c, old, new, threshold=10.0):
         _fail(str(exc))
     print(compare_module.render(comparison))
     if comparison.regressions:
-        slower = ", ".join(f"{r.variant}@{r.threads}t {r.change_pct:+.1f} %" for r in comparison.regressions)
-        _fail(f"slower beyond {threshold:g} % and the noise: {slower}")
+        worse = ", ".join(f"{r.variant}@{r.threads}t " + (f"{r.change_pct:+.1f} %" if hasattr(r, "change_pct")
+                                                           else r.new_status) for r in comparison.regressions)
+        _fail(f"regressions (intervals apart and beyond {threshold:g} %, or no longer measured): {worse}")
 
 
 @task

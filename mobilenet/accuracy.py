@@ -1,4 +1,10 @@
-"""Scores against labels and against the FP32 reference, and the correctness gate."""
+"""Scores against labels and against the FP32 reference, and the correctness gate.
+
+One decision rule everywhere (top-1, top-5, agreement, the gate): classes are ranked by
+logit with ties broken towards the LOWER class index, which is also what argmax does.
+INT8 logits sit on a coarse grid, so two classes often tie at the top; an unstable sort
+would make the published top-1 depend on the sort's internals.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,14 +22,24 @@ FP32_MAX_ABS_DLOGIT = 1e-3
 OK, DEGRADED, FAILED, SKIPPED = "ok", "DEGRADED", "FAILED", "skipped"
 
 
+def ranked(logits: np.ndarray, k: int) -> np.ndarray:
+    """The k best classes of each row, ties to the lower class index (the module's rule)."""
+    return np.argsort(-np.asarray(logits), axis=1, kind="stable")[:, :k]
+
+
 def topk_pct(logits: np.ndarray, labels, k: int) -> float:
     labels = np.asarray(labels)
-    top = np.argsort(-logits, axis=1)[:, :k]
-    return float((top == labels[:, None]).any(axis=1).mean() * 100)
+    return float((ranked(logits, k) == labels[:, None]).any(axis=1).mean() * 100)
 
 
 def agreement_pct(logits: np.ndarray, reference: np.ndarray) -> float:
-    return float((logits.argmax(1) == reference.argmax(1)).mean() * 100)
+    return float((ranked(logits, 1) == ranked(reference, 1)).mean() * 100)
+
+
+def tied_top1_rows(logits: np.ndarray) -> int:
+    """Rows whose maximum logit is shared by two or more classes."""
+    logits = np.asarray(logits)
+    return int(((logits == logits.max(axis=1, keepdims=True)).sum(axis=1) > 1).sum())
 
 
 def max_abs_dlogit(logits: np.ndarray, reference: np.ndarray) -> float:
@@ -36,13 +52,15 @@ class Scores:
     top5_pct: float | None
     agreement_pct: float
     max_abs_dlogit: float
+    tied_top1_rows: int = 0
 
 
 def score(logits: np.ndarray, reference: np.ndarray, labels) -> Scores:
     labelled = labels is not None
     return Scores(topk_pct(logits, labels, 1) if labelled else None,
                   topk_pct(logits, labels, 5) if labelled else None,
-                  agreement_pct(logits, reference), max_abs_dlogit(logits, reference))
+                  agreement_pct(logits, reference), max_abs_dlogit(logits, reference),
+                  tied_top1_rows(logits))
 
 
 def gate(scores: Scores, reference_top1_pct: float | None) -> tuple[str, str]:

@@ -1,183 +1,239 @@
-"""The coordinator: every variant loaded in its own idle process, timed in interleaved rounds.
+"""The bench step: sessions of interleaved rounds (measure.py), turned into results with intervals.
 
-This machine's speed drifts in phases lasting seconds, so variants timed one after another
-in blocks are not comparable. Each round gives every variant a short burst, in an order
-that rotates from round to round; percentiles pool all rounds, and speed-ups are the
-median of per-round ratios against eager FP32 measured seconds apart.
+The speed of a process is a random draw: the same model in two fresh processes can differ
+by 1.5x, and interleaving in time cannot cancel that. So every variant runs in several
+sessions (fresh processes each), and each figure comes with a 95 % interval over sessions
+(timing.session_interval). Accuracy is not measured here: the build check already scored
+every artifact on the evaluation photos, and its logits are kept beside the artifact, tied
+to it by sha256 (build.py).
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
+import shutil
 import statistics
-from dataclasses import dataclass, field
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
 from mobilenet import accuracy, logs
+from mobilenet.build import artifact_problem, check_logits_path, reference_logits_path
 from mobilenet.dataset import Prepared, prepare
 from mobilenet.energy import RaplMeter
-from mobilenet.fsutil import is_fresh, read_json, record_stamp, stamp_path
-from mobilenet.results import (Environment, Result, base_environment, load_results, result_path,
-                               write_result)
+from mobilenet.fsutil import hold_build_lock, is_fresh, module_files, read_json, record_stamp, stamp_path
+from mobilenet.measure import SessionPlan, Take, run_session
+from mobilenet.results import (FAILED, OK, SKIPPED, Environment, MachineLoad, Result, base_environment,
+                               load_results, result_path, write_result)
 from mobilenet.settings import Settings
-from mobilenet.timing import cv, median_round_ratio, summarize
+from mobilenet.timing import cv, median_round_ratio, session_interval, summarize
 from mobilenet.variants import REFERENCE_ID, Variant, select
-from mobilenet.worker import WorkerError, WorkerProcess, WorkerSkipped
 
 log = logging.getLogger("mobilenet.bench")
 
-
-@dataclass
-class Contestant:
-    variant: Variant
-    meta: dict
-    worker: WorkerProcess | None = None
-    ready: dict = field(default_factory=dict)
-    rounds: list[list[float]] = field(default_factory=list)
-    energy_j: float = 0.0
-    finish: dict = field(default_factory=dict)
-    skip_reason: str | None = None
-
-    @property
-    def samples(self) -> list[float]:
-        return [s for burst in self.rounds for s in burst]
+# Code whose edit changes what a measurement means.
+MEASUREMENT_CODE = ("mobilenet.bench", "mobilenet.measure", "mobilenet.worker", "mobilenet.timing", "mobilenet.preprocess",
+                    "mobilenet.accuracy", "mobilenet.npyimages", "mobilenet.runners")
 
 
-def _logits_path(settings: Settings, variant_id: str, threads: int):
-    """Where a worker leaves its evaluation logits for the coordinator to score."""
-    return settings.build_dir / "tmp" / f"{variant_id}@{threads}t.logits.npy"
+class BenchError(RuntimeError):
+    pass
 
 
 def bench_settings(settings: Settings, variants: list[Variant]) -> dict:
     return {"variants": [v.id for v in variants], "threads": list(settings.threads),
-            "warmup": settings.warmup, "min_runs": settings.min_runs,
+            "sessions": settings.sessions, "warmup": settings.warmup, "min_runs": settings.min_runs,
             "min_seconds": settings.min_seconds, "burst": settings.burst, "tag": settings.tag}
 
 
-def _start(contestant: Contestant, settings: Settings, data: Prepared, threads: int) -> None:
-    variant = contestant.variant
-    if contestant.meta.get("status") != "ok":
-        contestant.skip_reason = contestant.meta.get("reason", f"not built: run `invoke {variant.step}`")
-        return
-    try:
-        contestant.worker = WorkerProcess(
-            variant, variant.artifact_path(settings.models_dir), threads, data.eval.path,
-            _logits_path(settings, variant.id, threads), settings.warmup,
-            settings.logs_dir / f"bench-{variant.id}@{threads}t.log")
-        contestant.ready = contestant.worker.ready
-    except (WorkerSkipped, WorkerError) as exc:
-        contestant.skip_reason = str(exc).splitlines()[0][:300]
-        log.warning("  %s skipped: %s", variant.id, contestant.skip_reason)
+def bench_inputs(settings: Settings, variants: list[Variant]) -> list[Path]:
+    """Everything that shaped a result: artifacts and their metas and check logits, the photos
+    and labels, and the measuring code (each variant's runner included)."""
+    models = settings.models_dir
+    files = [settings.data_dir / "eval.npy", settings.data_dir / "images.json"]
+    for v in variants:
+        meta = v.meta_path(models)
+        files.append(meta)
+        if meta.exists() and read_json(meta).get("status") != SKIPPED:
+            files += [v.artifact_path(models)]
+            logits = check_logits_path(models, v)
+            if logits.exists():
+                files.append(logits)
+    runners = [f"mobilenet.runners.{v.runtime}" for v in variants]
+    return files + module_files(*MEASUREMENT_CODE, *runners)
 
 
-def _interleave(active: list[Contestant], settings: Settings, meter: RaplMeter) -> int:
-    """Rounds of bursts in rotating order until every variant has enough runs and time."""
-    from tqdm import tqdm
-
-    def done(c: Contestant) -> bool:
-        return len(c.samples) >= settings.min_runs and sum(c.samples) / 1000 >= settings.min_seconds
-
-    def rounds_needed() -> int:
-        # The fastest variant sets the count: it takes the most bursts to reach min_seconds.
-        fastest_ms = min(statistics.median(c.samples) for c in active)
-        calls = max(settings.min_runs, settings.min_seconds * 1000 / fastest_ms)
-        return max(1, math.ceil(calls / settings.burst))
-
-    rounds = 0
-    with tqdm(total=math.ceil(settings.min_runs / settings.burst), desc="bench rounds",
-              unit="round", disable=settings.quiet, leave=False) as bar:
-        while not all(done(c) for c in active):
-            order = active[rounds % len(active):] + active[:rounds % len(active)]
-            for contestant in order:
-                before = meter.read() if meter.available else None
-                contestant.rounds.append(contestant.worker.burst(settings.burst)["samples_ms"])
-                if before is not None:
-                    contestant.energy_j += meter.joules_between(before, meter.read())
-            rounds += 1
-            bar.total = max(rounds_needed(), rounds)
-            bar.update(1)
-    return rounds
+def _session_plan(settings: Settings, threads: int, data: Prepared) -> SessionPlan:
+    per_session_runs = math.ceil(settings.min_runs / settings.sessions)
+    return SessionPlan(threads=threads, warmup=settings.warmup, burst=settings.burst,
+                       min_runs=per_session_runs, min_seconds=settings.min_seconds / settings.sessions,
+                       eval_npy=str(data.eval.path), log_dir=str(settings.logs_dir))
 
 
-def _result(c: Contestant, reference: Contestant | None, ref_logits, ref_top1, data: Prepared,
-            threads: int, env_base: dict, rounds: int, settings: Settings,
-            energy_source: str) -> Result:
-    variant = c.variant
-    versions = c.ready.get("versions", {})
-    env = Environment(**env_base, threads_requested=threads,
-                      threads_effective=c.ready.get("threads_effective"),
-                      quantized_engine=variant.engine, runtime_versions=versions)
-    common = dict(variant=variant.id, runtime=variant.runtime, precision=variant.precision,
-                  summary=variant.summary, threads=threads, env=env, build=c.meta,
-                  deprecated=variant.deprecated, preprocess_ms=data.preprocess_ms)
-    if c.skip_reason:
-        return Result(status=accuracy.SKIPPED, status_reason=c.skip_reason, **common)
+def _native_benchmark(variant: Variant, artifact: Path, threads: int, settings: Settings) -> dict | None:
+    """The runtime's own benchmark program on the same artifact and threads, if its package ships one.
 
-    logits = np.load(_logits_path(settings, variant.id, threads))
-    scores = accuracy.score(logits, ref_logits, data.labels)
+    Run between sessions, so it sees the same machine as the worker; comparing its median
+    with ours puts a number on what our harness costs per call.
+    """
+    if variant.runtime != "litert":
+        return None
+    tool = Path(sys.executable).with_name("litert-benchmark")
+    if not tool.exists():
+        return None
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "result.json"
+        runs = max(50, math.ceil(settings.min_runs / settings.sessions))
+        command = [str(tool), "--model", str(artifact), "--num_threads", str(threads),
+                   "--num_runs", str(runs), "--warmup_runs", str(settings.warmup), "--result_json", str(out)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0 or not out.exists():
+            log.warning("  litert-benchmark failed on %s (exit %d); see the bench log", variant.id, done.returncode)
+            log.debug("%s\n%s", done.stdout[-2000:], done.stderr[-2000:])
+            return None
+        return json.loads(out.read_text())
+
+
+def _accuracy_fields(variant: Variant, settings: Settings, data: Prepared) -> dict:
+    models = settings.models_dir
+    reference = np.load(reference_logits_path(settings))
+    logits = reference if variant.id == REFERENCE_ID else np.load(check_logits_path(models, variant))
+    scores = accuracy.score(logits, reference, data.labels)
+    return {"top1_pct": scores.top1_pct, "top5_pct": scores.top5_pct, "agreement_pct": scores.agreement_pct,
+            "max_abs_dlogit": scores.max_abs_dlogit, "tied_top1_rows": scores.tied_top1_rows}
+
+
+def _status(variant: Variant, meta: dict, env_base: dict) -> tuple[str, str]:
     if variant.id == REFERENCE_ID:
-        status, reason = accuracy.OK, "reference"
-    elif env_base["weights_random"]:
-        status, reason = accuracy.OK, "not gated: random weights"
-    else:
-        status, reason = accuracy.gate(scores, ref_top1)
-    stats = summarize(c.samples)
-    size_mb = c.ready["size_bytes"] / 1e6
-    runs = len(c.samples)
+        return OK, "reference"
+    if env_base["weights_random"]:
+        return OK, "not gated: random weights"
+    check = meta.get("check") or {}
+    return check.get("status", OK), check.get("facts", "")
+
+
+def _cpu_util(takes: list[Take]) -> float | None:
+    cpu = sum(t.finish.get("cpu_time_s") or 0 for t in takes)
+    wall = sum((t.finish.get("cpu_time_s") or 0) * 100 / t.finish["cpu_util_pct"]
+               for t in takes if t.finish.get("cpu_util_pct"))
+    return 100 * cpu / wall if wall else None
+
+
+def _result(variant: Variant, meta: dict, sessions: list[dict[str, Take]], threads: int, env_base: dict,
+            data: Prepared, settings: Settings, energy_source: str, native: dict | None) -> Result:
+    takes = [s[variant.id] for s in sessions if variant.id in s]
+    first = takes[0].ready if takes else {}
+    env = Environment(**env_base, threads_requested=threads, threads_effective=first.get("threads_effective"),
+                      quantized_engine=variant.engine, runtime_versions=first.get("versions", {}))
+    common = dict(variant=variant.id, runtime=variant.runtime, precision=variant.precision, summary=variant.summary,
+                  threads=threads, env=env, build=meta, deprecated=variant.deprecated,
+                  preprocess_ms=data.preprocess_ms,
+                  inputs={"artifact_sha256": meta.get("artifact_sha256"), "data_sha256": data.fingerprint})
+    if meta.get("status") in (SKIPPED, FAILED):  # decided at build time: nothing to time
+        return Result(status=meta["status"], status_reason=meta.get("reason", ""), **common)
+    problem = next((t.skipped or t.error for t in takes if not t.ran), None)
+    if problem:
+        skipped = all(t.skipped for t in takes if not t.ran)
+        return Result(status=SKIPPED if skipped else FAILED,
+                      status_reason=problem if skipped else f"error while measuring: {problem}", **common)
+
+    reference = [s[REFERENCE_ID] for s in sessions]
+    session_p50 = [statistics.median(t.samples) for t in takes]
+    session_speedups = [median_round_ratio(ref.rounds, t.rounds) for ref, t in zip(reference, takes)]
+    p50, speedup = session_interval(session_p50), session_interval(session_speedups)
+    samples = [s for t in takes for s in t.samples]
+    pooled = summarize(samples)
+    status, reason = _status(variant, meta, env_base)
+    energy_j = sum(t.energy_j for t in takes)
     return Result(
         status=status, status_reason=reason, **common,
-        size_mb=size_mb, load_ms=c.ready["load_ms"], first_inference_ms=c.ready["first_inference_ms"],
-        runs=runs, rounds=rounds, mean_ms=stats.mean_ms, p50_ms=stats.p50_ms, p90_ms=stats.p90_ms,
-        p99_ms=stats.p99_ms, std_ms=stats.std_ms, cv=stats.cv,
-        round_cv=cv(statistics.median(r) for r in c.rounds if r),
-        speedup_vs_eager=median_round_ratio(reference.rounds, c.rounds) if reference else None,
-        peak_rss_mb=c.finish.get("peak_rss_mb"), cpu_time_s=c.finish.get("cpu_time_s"),
-        cpu_util_pct=c.finish.get("cpu_util_pct"),
-        energy_mj_per_inference=(c.energy_j * 1000 / runs) if energy_source == "RAPL" else None,
-        top1_pct=scores.top1_pct, top5_pct=scores.top5_pct,
-        agreement_pct=scores.agreement_pct, max_abs_dlogit=scores.max_abs_dlogit)
+        size_mb=first["size_bytes"] / 1e6, load_ms=first["load_ms"], first_inference_ms=first["first_inference_ms"],
+        sessions=len(takes), runs=len(samples), rounds=sum(len(t.rounds) for t in takes),
+        mean_ms=pooled.mean_ms, p50_ms=p50.estimate, p50_ci_ms=[p50.low, p50.high] if p50.low else None,
+        session_p50_ms=session_p50, p90_ms=pooled.p90_ms, p99_ms=pooled.p99_ms, std_ms=pooled.std_ms, cv=pooled.cv,
+        round_cv=cv(statistics.median(r) for t in takes for r in t.rounds if r),
+        speedup_vs_eager=speedup.estimate, speedup_ci=[speedup.low, speedup.high] if speedup.low else None,
+        session_speedups=session_speedups,
+        peak_rss_mb=max(t.finish.get("peak_rss_mb") or 0 for t in takes) or None,
+        cpu_time_s=sum(t.finish.get("cpu_time_s") or 0 for t in takes), cpu_util_pct=_cpu_util(takes),
+        cpu_affinity=sorted({cpu for t in takes for cpu in t.ready.get("cpu_affinity", [])}),
+        energy_mj_per_inference=(energy_j * 1000 / len(samples)) if energy_source == "RAPL" else None,
+        native_benchmark=native, **_accuracy_fields(variant, settings, data))
 
 
-def bench_threads(variants: list[Variant], threads: int, settings: Settings, data: Prepared) -> list[Result]:
-    log.info("bench: %d variant(s) at %d thread(s)", len(variants), threads)
-    contestants = []
-    for variant in variants:
-        meta_path = variant.meta_path(settings.models_dir)
-        meta = read_json(meta_path) if meta_path.exists() else {}
-        contestant = Contestant(variant, meta)
-        # Start one at a time so each load is timed on an otherwise idle machine.
-        _start(contestant, settings, data, threads)
-        contestants.append(contestant)
-    active = [c for c in contestants if c.worker]
-    reference = next((c for c in active if c.variant.id == REFERENCE_ID), None)
-    if reference is None:
-        for c in active:
-            c.worker.close()
-        raise RuntimeError("the FP32 eager reference could not run; see build/logs/bench-fp32-eager*.log")
-    meter = RaplMeter()
+def bench_threads(variants: list[Variant], threads: int, settings: Settings, data: Prepared,
+                  quiet: bool) -> list[Result]:
+    from tqdm import tqdm
+
+    models = settings.models_dir
+    metas = {v.id: read_json(v.meta_path(models)) for v in variants}
+    runnable = [v for v in variants if metas[v.id].get("status") not in (SKIPPED, FAILED)]
+    if REFERENCE_ID not in {v.id for v in runnable}:
+        raise BenchError(f"the FP32 eager reference is not built ({metas.get(REFERENCE_ID, {}).get('reason')}): "
+                         "run `invoke export`")
+    plan = _session_plan(settings, threads, data)
+    entries = [(v, v.artifact_path(models)) for v in runnable]
+    meter, load = RaplMeter(), MachineLoad()
+    sessions: list[dict[str, Take]] = []
+    natives: dict[str, list[dict]] = {}
+    log.info("bench: %d variant(s) at %d thread(s), %d sessions", len(runnable), threads, settings.sessions)
+    with tqdm(total=settings.sessions, desc=f"bench sessions @{threads}t", unit="session", disable=quiet,
+              leave=False) as bar:
+        for index in range(settings.sessions):
+            takes = run_session(entries, plan, index, load_alone=index == 0, meter=meter)
+            sessions.append(takes)
+            if not takes[REFERENCE_ID].ran:
+                raise BenchError(f"the FP32 eager reference could not run: {takes[REFERENCE_ID].error or takes[REFERENCE_ID].skipped}")
+            for v in runnable:
+                if takes[v.id].ran:
+                    native = _native_benchmark(v, v.artifact_path(models), threads, settings)
+                    if native:
+                        natives.setdefault(v.id, []).append(native)
+            bar.update(1)
+    env_base = base_environment(settings, metas[REFERENCE_ID]["weights"], data, meter.reason, load.summary())
+    results = []
+    for v in variants:
+        native = None
+        if natives.get(v.id):
+            medians = [n["median_ms"] for n in natives[v.id] if "median_ms" in n]
+            native = {"tool": "litert-benchmark", "runs": len(medians), "median_ms": statistics.median(medians),
+                      "session_median_ms": medians} if medians else None
+        results.append(_result(v, metas[v.id], sessions, threads, env_base, data, settings, meter.reason, native))
+    return results
+
+
+def _replace_results(results_dir: Path, results: list[Result], full_run: bool) -> None:
+    """Write the new results beside the old ones, then swap: an interrupted bench keeps the old set."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".results-", dir=results_dir.parent))
     try:
-        rounds = _interleave(active, settings, meter)
-        for c in active:
-            c.finish = c.worker.finish()
+        for result in results:
+            write_result(staging, result)
+        if full_run:  # a full run replaces every earlier result; a subset only its own
+            for old in results_dir.glob("*.json"):
+                old.unlink()
+        for new in staging.glob("*.json"):
+            new.replace(results_dir / new.name)
     finally:
-        for c in active:
-            c.worker.close()
-
-    ref_logits = np.load(_logits_path(settings, REFERENCE_ID, threads))
-    ref_top1 = accuracy.topk_pct(ref_logits, data.labels, 1) if data.labelled else None
-    env_base = base_environment(settings, reference.meta["weights"], data, meter.reason)
-    return [_result(c, reference, ref_logits, ref_top1, data, threads, env_base, rounds,
-                    settings, meter.reason) for c in contestants]
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def run(settings: Settings, force: bool = False) -> list[Result]:
     """The bench step; returns this run's results (all written to build/results/)."""
+    hold_build_lock(settings.build_dir)
     logger = logs.setup(settings.logs_dir, "bench", settings.quiet)
     variants = select(settings.only)
     data = prepare(settings)
+    for v in variants:
+        problem = artifact_problem(v, settings.models_dir)
+        if problem:
+            raise BenchError(f"{v.id}: {problem}; run `invoke {v.step}` (or `invoke bench`, which builds first)")
     outputs = [result_path(settings.results_dir, v.id, t) for v in variants for t in settings.threads]
-    inputs = [v.meta_path(settings.models_dir) for v in variants] + [data.eval.path]
+    inputs = bench_inputs(settings, variants)
     wanted = bench_settings(settings, variants)
     stamp = stamp_path(settings.stamps_dir, "bench")
     fresh, reason = is_fresh(outputs, inputs, wanted, stamp)
@@ -186,15 +242,13 @@ def run(settings: Settings, force: bool = False) -> list[Result]:
         wanted_keys = {(v.id, t) for v in variants for t in settings.threads}
         return [r for r in load_results(settings.results_dir) if (r.variant, r.threads) in wanted_keys]
     logger.info("bench: %s", "forced" if force else reason)
-    if not settings.only:  # a full run replaces every earlier result; a subset only its own
-        for old in settings.results_dir.glob("*.json"):
-            old.unlink()
     results = []
     for threads in settings.threads:
-        for result in bench_threads(variants, threads, settings, data):
-            write_result(settings.results_dir, result)
+        for result in bench_threads(variants, threads, settings, data, settings.quiet):
             results.append(result)
-            logger.info("  %-20s %2dt %-8s %s", result.variant, threads, result.status,
-                        f"p50 {result.p50_ms:.2f} ms" if result.p50_ms is not None else result.status_reason)
-    record_stamp(stamp, wanted)
+            shown = (f"p50 {result.p50_ms:.2f} ms, {result.speedup_vs_eager:.2f}x eager"
+                     if result.measured else result.status_reason)
+            logger.info("  %-20s %2dt %-8s %s", result.variant, threads, result.status, shown)
+    _replace_results(settings.results_dir, results, full_run=not settings.only)
+    record_stamp(stamp, wanted, inputs)
     return results

@@ -1,15 +1,29 @@
 """Running a build step: make each of its variants, check it against eager FP32, keep it.
 
 A builder is a function `builder(ctx: BuildContext, out: Path) -> dict` named in the
-registry. It writes the artifact to `out` (a temp path with the final extension) and
-returns the settings it used; those are recorded in `<variant>.meta.json` and in results.
+registry. It writes the artifact to `out` (a path in a scratch folder, with the final file
+name) and any companion files the registry lists beside it (an OpenVINO .bin), and returns
+the settings it used; those are recorded in `<variant>.meta.json` and in results.
+
+The meta file is the commit record. It is written last, after the artifact's files and the
+check's logits are in place, and it holds their sha256: a step killed half-way leaves files
+whose hashes no meta vouches for, and they are rebuilt.
+
+What happens to a variant:
+- ok / DEGRADED: built, checked, kept.
+- FAILED: built but its outputs are wrong (the check), or the builder raised an error that
+  is not "runtime unavailable": our bug. Kept for inspection, never timed, and the step
+  exits non-zero after finishing the other variants.
+- skipped: only when the runtime is not installed or not supported on this machine.
 """
 from __future__ import annotations
 
 import copy
 import importlib
-import importlib.util
 import logging
+import os
+import shutil
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -19,12 +33,19 @@ import numpy as np
 
 from mobilenet import accuracy, logs
 from mobilenet.dataset import Prepared, prepare
-from mobilenet.fsutil import atomic_path, is_fresh, read_json, record_stamp, stamp_path, write_json
+from mobilenet.fsutil import (hold_build_lock, is_fresh, module_files, read_json, record_stamp, sha256_cached,
+                              stamp_path, write_json)
 from mobilenet.model import WeightsInfo, load_fp32, weights_input_files
+from mobilenet.results import FAILED, OK, SKIPPED
 from mobilenet.settings import Settings
 from mobilenet.variants import REFERENCE_ID, Variant, by_id, for_step, select
 
 log = logging.getLogger("mobilenet.build")
+
+# Code whose edit changes what a build step makes or how it is judged (the builder's own
+# module and the variant's runner are added per step).
+BUILD_CODE = ("mobilenet.build", "mobilenet.accuracy", "mobilenet.worker", "mobilenet.model", "mobilenet.preprocess",
+              "mobilenet.npyimages", "mobilenet.runners")
 
 
 class BuildError(RuntimeError):
@@ -54,10 +75,52 @@ class BuildContext:
         """The calibration photos, float32 numpy [1, 3, 224, 224] each, NCHW."""
         return iter(self.data.calib)
 
+    def calibrate(self, model) -> int:
+        """Run every calibration photo through `model` (a torch module) without gradients;
+        return how many photos it saw. Observers inserted by prepare() record ranges."""
+        import torch
+        photos = 0
+        with torch.no_grad():
+            for image in self.calibration():
+                model(torch.from_numpy(image))
+                photos += 1
+        return photos
+
 
 def _builder(variant: Variant):
     module_name, function_name = variant.builder.split(":")
     return getattr(importlib.import_module(module_name), function_name)
+
+
+def check_logits_path(models_dir: Path, variant: Variant) -> Path:
+    """The evaluation photos' logits from the variant's build check (accuracy comes from these)."""
+    return Path(models_dir) / f"{variant.id}.check-logits.npy"
+
+
+def reference_logits_path(settings: Settings) -> Path:
+    return check_logits_path(settings.models_dir, by_id(REFERENCE_ID))
+
+
+def _kept_files(variant: Variant, models_dir: Path) -> list[Path]:
+    return [*variant.artifact_files(models_dir), check_logits_path(models_dir, variant)]
+
+
+def artifact_problem(variant: Variant, models_dir: Path) -> str | None:
+    """Why the variant's built files cannot be trusted, or None: the meta must exist and every
+    file it vouches for must still have the sha256 it recorded."""
+    meta_path = variant.meta_path(models_dir)
+    if not meta_path.exists():
+        return "not built"
+    meta = read_json(meta_path)
+    if meta.get("status") == SKIPPED:
+        return None
+    recorded = meta.get("files_sha256") or {}
+    for path in _kept_files(variant, models_dir):
+        if not path.exists():
+            return f"{path.name} is missing"
+        if recorded.get(path.name) != sha256_cached(path):
+            return f"{path.name} is not the file its build recorded (changed or half-written)"
+    return None
 
 
 def _load_reference(settings: Settings):
@@ -74,15 +137,17 @@ def _load_reference(settings: Settings):
 
 
 def step_inputs(step: str, settings: Settings, variants: list[Variant]) -> list[Path]:
-    """Files whose change makes the step stale: weights or FP32 model, photos, builder code."""
-    data = [settings.data_dir / "calib.npy", settings.data_dir / "eval.npy"]
+    """Files whose content makes the step stale: weights or FP32 model, photos and labels,
+    the builders, the runners that check them, and the build code itself."""
+    data = [settings.data_dir / "calib.npy", settings.data_dir / "eval.npy", settings.data_dir / "images.json"]
     if step == "export":
         upstream = weights_input_files(settings.weights)
     else:
-        upstream = [by_id(REFERENCE_ID).artifact_path(settings.models_dir)]
-    specs = [importlib.util.find_spec(v.builder.split(":")[0]) for v in variants]
-    code = {Path(spec.origin) for spec in specs if spec is not None}
-    return [*upstream, *data, *sorted(code)]
+        reference = by_id(REFERENCE_ID)
+        upstream = [reference.artifact_path(settings.models_dir), reference_logits_path(settings)]
+    code = module_files(*BUILD_CODE, *{v.builder.split(":")[0] for v in variants},
+                        *{f"mobilenet.runners.{v.runtime}" for v in variants})
+    return [*upstream, *data, *code]
 
 
 def step_settings(step: str, settings: Settings, variants: list[Variant], data: Prepared) -> dict:
@@ -91,56 +156,88 @@ def step_settings(step: str, settings: Settings, variants: list[Variant], data: 
             "variants": {v.id: {"builder": v.builder, "engine": v.engine, **v.options} for v in variants}}
 
 
-def check_artifact(variant: Variant, path: Path, settings: Settings, data: Prepared,
-                   reference_logits: np.ndarray) -> dict:
-    """Score the artifact in a fresh worker process; raise BuildError if it is not fit to keep."""
-    from mobilenet.worker import score_artifact
-    logits = score_artifact(variant, path, settings, data)
-    scores = accuracy.score(logits, reference_logits, data.labels)
+def judge(variant: Variant, logits: np.ndarray, reference: np.ndarray | None, data: Prepared,
+          random_weights: bool) -> dict:
+    """The correctness check of a built artifact, from its logits on the evaluation photos."""
+    if reference is None:  # the reference itself
+        return {"status": OK, "facts": "reference", "photos": len(data.eval)}
+    scores = accuracy.score(logits, reference, data.labels)
     if variant.precision == "fp32":
-        ok, facts = accuracy.fp32_parity(logits, reference_logits)
-        status = accuracy.OK if ok else accuracy.FAILED
+        ok, facts = accuracy.fp32_parity(logits, reference)
+        status = OK if ok else FAILED
     else:
-        reference_top1 = accuracy.topk_pct(reference_logits, data.labels, 1) if data.labelled else None
+        reference_top1 = accuracy.topk_pct(reference, data.labels, 1) if data.labelled else None
         status, facts = accuracy.gate(scores, reference_top1)
-    check = {"status": status, "facts": facts, "photos": len(data.eval),
-             "agreement_pct": scores.agreement_pct, "max_abs_dlogit": scores.max_abs_dlogit}
-    if status == accuracy.FAILED and not settings.random_weights:
-        raise BuildError(f"{variant.id} failed its check against eager FP32: {facts}")
-    return check
+    if random_weights and status != OK:
+        status, facts = OK, f"not gated (random weights): {facts}"
+    return {"status": status, "facts": facts, "photos": len(data.eval), "agreement_pct": scores.agreement_pct,
+            "max_abs_dlogit": scores.max_abs_dlogit, "tied_top1_rows": scores.tied_top1_rows}
 
 
-def reference_logits(settings: Settings, data: Prepared) -> np.ndarray:
-    """Eager FP32 logits of the evaluation photos, cached until the model or photos change."""
-    from mobilenet.worker import score_artifact
-    reference = by_id(REFERENCE_ID)
-    model_path = reference.artifact_path(settings.models_dir)
-    cached = settings.data_dir / "reference-logits.npy"
-    if cached.exists() and all(cached.stat().st_mtime >= p.stat().st_mtime for p in (model_path, data.eval.path)):
-        return np.load(cached)
-    logits = score_artifact(reference, model_path, settings, data)
-    with atomic_path(cached) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, logits)
-    return logits
+def _score(variant: Variant, artifact: Path, settings: Settings, data: Prepared, logits_out: Path) -> np.ndarray:
+    """Logits of every evaluation photo, from the variant's runner in a fresh worker process.
+
+    A fresh process keeps each runtime's global state (quantized engine, ExecuTorch's
+    thread pool) from leaking between variants, and a crash from killing the step.
+    """
+    from mobilenet.worker import WorkerProcess
+    worker = WorkerProcess(variant, artifact, os.cpu_count() or 1, data.eval.path, logits_out,
+                           warmup=0, log_path=settings.logs_dir / f"check-{variant.id}.log")
+    try:
+        worker.finish()
+    finally:
+        worker.close()
+    return np.load(logits_out)
 
 
-def build_variant(ctx: BuildContext, ref_logits: np.ndarray | None) -> dict:
+def build_variant(ctx: BuildContext, reference: np.ndarray | None) -> dict:
+    """Build, score and check one variant; move its files into place; return its meta."""
     variant, settings = ctx.variant, ctx.settings
-    final = variant.artifact_path(settings.models_dir)
+    models = settings.models_dir
+    models.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with atomic_path(final) as tmp:
+    scratch = Path(tempfile.mkdtemp(prefix=f".{variant.id}.", dir=models))
+    try:
+        out = scratch / variant.artifact
         with logs.output_to_log(ctx.log, variant.id):
-            options = _builder(variant)(ctx, tmp) or {}
-        check = None
-        if ref_logits is not None:
-            check = check_artifact(variant, tmp, settings, ctx.data, ref_logits)
-    return {"variant": variant.id, "status": "ok", "artifact": final.name,
+            options = _builder(variant)(ctx, out) or {}
+        missing = [p.name for p in variant.artifact_files(scratch) if not p.exists()]
+        if missing:
+            raise BuildError(f"the builder did not write {', '.join(missing)}")
+        logits = _score(variant, out, settings, ctx.data, check_logits_path(scratch, variant))
+        check = judge(variant, logits, reference, ctx.data, settings.random_weights)
+        kept = _kept_files(variant, scratch)
+        # Into place one by one; the meta written after this is what makes them count.
+        for path in kept:
+            os.replace(path, models / path.name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    files = {p.name: sha256_cached(models / p.name) for p in kept}
+    reason = "" if check["status"] != FAILED else f"failed its check against eager FP32: {check['facts']}"
+    return {"variant": variant.id, "status": check["status"], "reason": reason, "artifact": variant.artifact,
+            "files_sha256": files, "artifact_sha256": files[variant.artifact],
             "build_s": round(time.perf_counter() - started, 2), "options": {**variant.options, **options},
             "engine": variant.engine, "weights": ctx.weights.as_dict(), "check": check}
 
 
+def _unavailable(exc: BaseException) -> bool:
+    """Is this the one kind of exception that means "skipped": the runtime is not here?"""
+    from mobilenet.runners import RuntimeUnavailable
+    from mobilenet.worker import WorkerSkipped
+    return isinstance(exc, (ImportError, RuntimeUnavailable, WorkerSkipped))
+
+
+def _first_line(exc: BaseException) -> str:
+    return f"{exc.__class__.__name__}: {exc}".splitlines()[0][:300]
+
+
 def run_step(step: str, settings: Settings, force: bool = False) -> list[dict]:
-    """Build every variant of `step` unless its outputs are fresh; return their metadata."""
+    """Build every variant of `step` unless its outputs are fresh; return their metadata.
+
+    Never raises for one variant's failure: the caller reads FAILED from the returned metas
+    and exits non-zero after the whole chain has run.
+    """
+    hold_build_lock(settings.build_dir)
     logger = logs.setup(settings.logs_dir, step, settings.quiet)
     selected = {v.id for v in select(settings.only)}  # MOBILENET_ONLY narrows the builds too
     variants = [v for v in for_step(step) if v.id in selected]
@@ -151,42 +248,59 @@ def run_step(step: str, settings: Settings, force: bool = False) -> list[dict]:
     metas = [v.meta_path(settings.models_dir) for v in variants]
     wanted = step_settings(step, settings, variants, data)
     stamp = stamp_path(settings.stamps_dir, step)
-    fresh, reason = is_fresh(metas, step_inputs(step, settings, variants), wanted, stamp)
+    inputs = step_inputs(step, settings, variants)
+    fresh, reason = is_fresh(metas, inputs, wanted, stamp)
+    if fresh:
+        problem = next(((v, p) for v in variants if (p := artifact_problem(v, settings.models_dir))), None)
+        if problem:
+            fresh, reason = False, f"{problem[0].id}: {problem[1]}"
     if fresh and not force:
-        skipped_before = [read_json(m) for m in metas if read_json(m)["status"] != "ok"]
+        skipped_before = [read_json(m) for m in metas if read_json(m)["status"] == SKIPPED]
         if not skipped_before:
             logger.info("%s: up to date (--force to redo)", step)
-            return [read_json(m) for m in metas]
+            return _report_failed(logger, [read_json(m) for m in metas])
         reason = f"retrying {skipped_before[0]['variant']} ({skipped_before[0]['reason']})"
     logger.info("%s: building %s (%s)", step, ", ".join(v.id for v in variants), "forced" if force else reason)
 
     if step == "export":
         model, weights = load_fp32(settings.weights, settings.random_weights)
         logger.info("weights: %s (sha256 %s)", weights.source, weights.sha256[:16])
+        reference = None
     else:
         model, weights = _load_reference(settings)
-    ref_logits = None if step == "export" else reference_logits(settings, data)
+        reference = np.load(reference_logits_path(settings))
 
     results = []
     for variant in variants:
         ctx = BuildContext(settings, variant, weights, data, model, logging.getLogger(f"mobilenet.{step}"))
         try:
-            meta = build_variant(ctx, None if variant.id == REFERENCE_ID else ref_logits)
+            meta = build_variant(ctx, None if variant.id == REFERENCE_ID else reference)
             if variant.id == REFERENCE_ID:
-                ref_logits = reference_logits(settings, data)
-            check = meta["check"]
-            logger.info("  %-20s ok   %s%s", variant.id, f"{meta['build_s']:.1f} s",
-                        f"; check: {check['facts']}" if check else "")
-        except Exception as exc:  # a runtime missing or a conversion failing skips one variant
+                reference = np.load(reference_logits_path(settings))
+            logger.info("  %-20s %-8s %s; check: %s", variant.id, meta["status"], f"{meta['build_s']:.1f} s",
+                        meta["check"]["facts"])
+        except Exception as exc:
             if variant.id == REFERENCE_ID:
                 raise
-            reason = f"{exc.__class__.__name__}: {exc}".splitlines()[0][:300]
-            logger.warning("  %-20s skipped: %s (details in build/logs/%s.log)", variant.id, reason, step)
+            if _unavailable(exc):
+                status, reason = SKIPPED, _first_line(exc)
+                logger.warning("  %-20s skipped: %s", variant.id, reason)
+            else:  # anything else is a bug in a builder or runner: loud, with its traceback in the log
+                status, reason = FAILED, f"build error: {_first_line(exc)} (traceback in build/logs/{step}.log)"
+                logger.error("  %-20s FAILED: %s", variant.id, reason)
             logging.getLogger("mobilenet.build").debug("%s", traceback.format_exc())
-            meta = {"variant": variant.id, "status": "skipped", "reason": reason,
-                    "engine": variant.engine, "weights": weights.as_dict()}
-            variant.artifact_path(settings.models_dir).unlink(missing_ok=True)
+            meta = {"variant": variant.id, "status": status, "reason": reason, "engine": variant.engine,
+                    "weights": weights.as_dict()}
+            for path in _kept_files(variant, settings.models_dir):
+                path.unlink(missing_ok=True)
         write_json(variant.meta_path(settings.models_dir), meta)
         results.append(meta)
-    record_stamp(stamp, wanted)
-    return results
+    record_stamp(stamp, wanted, step_inputs(step, settings, variants))
+    return _report_failed(logger, results)
+
+
+def _report_failed(logger: logging.Logger, metas: list[dict]) -> list[dict]:
+    for meta in metas:
+        if meta["status"] == FAILED:
+            logger.error("%s is FAILED: %s", meta["variant"], meta.get("reason") or meta.get("check", {}).get("facts"))
+    return metas

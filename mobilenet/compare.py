@@ -1,13 +1,12 @@
-"""Two result folders side by side: which variants got slower or faster beyond the noise.
+"""Two result folders side by side: which variants got slower or faster, judged by intervals.
 
-A change counts only when it exceeds both the threshold and the noise the runs recorded
-themselves: round_cv is the spread of per-round medians, i.e. how much the machine
-drifted while it measured, so a change within k × the two runs' combined drift could be
-the machine, not the code.
+A change counts only when the two runs' 95 % p50 intervals do not overlap (the runs
+themselves say the difference is not the machine's noise) and it is larger than the
+threshold (it matters). A variant that was measured before and is FAILED or skipped now
+is a regression whatever its timing.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,32 +15,49 @@ from tabulate import tabulate
 from mobilenet.results import Result, load_results
 from mobilenet.variants import display_order
 
-NOISE_K = 2.0
 DEFAULT_THRESHOLD_PCT = 10.0
+
+
+def _interval(r: Result) -> str:
+    return f"{r.p50_ci_ms[0]:.2f}–{r.p50_ci_ms[1]:.2f}" if r.p50_ci_ms else "no interval"
 
 
 @dataclass(frozen=True)
 class Change:
     variant: str
     threads: int
-    old_p50_ms: float
-    new_p50_ms: float
-    change_pct: float  # positive = slower
-    noise_pct: float  # NOISE_K × sqrt(round_cv_old² + round_cv_new²)
+    old: Result
+    new: Result
     threshold_pct: float
 
     @property
-    def bar_pct(self) -> float:
-        """What |change| must exceed to count."""
-        return max(self.threshold_pct, self.noise_pct)
+    def change_pct(self) -> float:  # positive = slower
+        return (self.new.p50_ms / self.old.p50_ms - 1) * 100
+
+    @property
+    def separated(self) -> bool:
+        """Do the two p50 intervals not overlap? Without intervals (one session) nothing is claimed."""
+        a, b = self.old.p50_ci_ms, self.new.p50_ci_ms
+        return bool(a and b) and (b[0] > a[1] or b[1] < a[0])
 
     @property
     def verdict(self) -> str:
-        if abs(self.change_pct) > self.bar_pct:
-            return "REGRESSED" if self.change_pct > 0 else "improved"
-        if abs(self.change_pct) > self.noise_pct:
+        if not (self.old.p50_ci_ms and self.new.p50_ci_ms):
+            return "not judged (a run without intervals: rerun with --sessions 2 or more)"
+        if not self.separated:
+            return "unchanged (intervals overlap)"
+        if abs(self.change_pct) <= self.threshold_pct:
             return "unchanged (beyond noise, below threshold)"
-        return "unchanged (within noise)"
+        return "REGRESSED" if self.change_pct > 0 else "improved"
+
+
+@dataclass(frozen=True)
+class Lost:
+    """Measured in OLD, FAILED or skipped in NEW."""
+    variant: str
+    threads: int
+    new_status: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -49,24 +65,17 @@ class Comparison:
     old_machine: str
     new_machine: str
     threshold_pct: float
-    noise_k: float
     changes: list[Change]
+    lost: list[Lost]
     not_compared: list[str]  # "variant@Nt: why", for variants not measured in both
 
     @property
-    def regressions(self) -> list[Change]:
-        return [c for c in self.changes if c.verdict == "REGRESSED"]
+    def regressions(self) -> list:
+        return [c for c in self.changes if c.verdict == "REGRESSED"] + list(self.lost)
 
     @property
     def improvements(self) -> list[Change]:
         return [c for c in self.changes if c.verdict == "improved"]
-
-
-def change(old: Result, new: Result, threshold_pct: float = DEFAULT_THRESHOLD_PCT,
-           k: float = NOISE_K) -> Change:
-    noise = k * math.hypot(old.round_cv or 0.0, new.round_cv or 0.0) * 100
-    return Change(old.variant, old.threads, old.p50_ms, new.p50_ms,
-                  (new.p50_ms / old.p50_ms - 1) * 100, noise, threshold_pct)
 
 
 def _single_machine(results: list[Result], name: str) -> str:
@@ -79,29 +88,22 @@ def _single_machine(results: list[Result], name: str) -> str:
     return machines[0]
 
 
-def _why_not(label: str, r: Result | None) -> str | None:
-    if r is None:
-        return f"not in {label}"
-    if not r.measured:
-        return f"{r.status} in {label}"
-    return None
-
-
-def compare(old: list[Result], new: list[Result], threshold_pct: float = DEFAULT_THRESHOLD_PCT,
-            k: float = NOISE_K) -> Comparison:
+def compare(old: list[Result], new: list[Result], threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> Comparison:
     old_machine, new_machine = _single_machine(old, "OLD"), _single_machine(new, "NEW")
     old_by = {(r.variant, r.threads): r for r in old}
     new_by = {(r.variant, r.threads): r for r in new}
-    changes, not_compared = [], []
-    for variant, threads in sorted(old_by.keys() | new_by.keys(),
-                                   key=lambda vt: (vt[1], display_order(vt[0]))):
+    changes, lost, not_compared = [], [], []
+    for variant, threads in sorted(old_by.keys() | new_by.keys(), key=lambda vt: (vt[1], display_order(vt[0]))):
         a, b = old_by.get((variant, threads)), new_by.get((variant, threads))
-        reasons = [why for why in (_why_not("OLD", a), _why_not("NEW", b)) if why]
-        if reasons:
-            not_compared.append(f"{variant}@{threads}t: {', '.join(reasons)}")
+        if a is not None and b is not None and a.measured and b.measured:
+            changes.append(Change(variant, threads, a, b, threshold_pct))
+        elif a is not None and a.measured and b is not None:
+            lost.append(Lost(variant, threads, b.status, b.status_reason))
         else:
-            changes.append(change(a, b, threshold_pct, k))
-    return Comparison(old_machine, new_machine, threshold_pct, k, changes, not_compared)
+            why = ", ".join(f"{'not in' if r is None else r.status + ' in'} {label}"
+                            for label, r in (("OLD", a), ("NEW", b)) if r is None or not r.measured)
+            not_compared.append(f"{variant}@{threads}t: {why}")
+    return Comparison(old_machine, new_machine, threshold_pct, changes, lost, not_compared)
 
 
 def compare_folders(old_dir: Path, new_dir: Path, threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> Comparison:
@@ -112,12 +114,16 @@ def compare_folders(old_dir: Path, new_dir: Path, threshold_pct: float = DEFAULT
 
 
 def render(comparison: Comparison) -> str:
-    rows = [[f"`{c.variant}`", c.threads, f"{c.old_p50_ms:.2f}", f"{c.new_p50_ms:.2f}",
-             f"{c.change_pct:+.1f} %", f"±{c.noise_pct:.1f} %", c.verdict] for c in comparison.changes]
-    lines = [tabulate(rows, headers=["variant", "threads", "old p50 ms", "new p50 ms", "change",
-                                     "noise", "verdict"], tablefmt="github", disable_numparse=True)]
-    lines.append(f"\nA change counts when it exceeds both {comparison.threshold_pct:g} % and the noise "
-                 f"({comparison.noise_k:g} × the combined round-to-round CV of both runs).")
+    rows = [[f"`{c.variant}`", c.threads, f"{c.old.p50_ms:.2f} ({_interval(c.old)})",
+             f"{c.new.p50_ms:.2f} ({_interval(c.new)})", f"{c.change_pct:+.1f} %", c.verdict]
+            for c in comparison.changes]
+    rows += [[f"`{x.variant}`", x.threads, "measured", x.new_status, "—", f"REGRESSED: {x.new_status} now ({x.reason})"]
+             for x in comparison.lost]
+    lines = [tabulate(rows, headers=["variant", "threads", "old p50 ms (95% CI)", "new p50 ms (95% CI)", "change",
+                                     "verdict"], tablefmt="github", disable_numparse=True)]
+    lines.append(f"\nA change counts when the two 95 % intervals do not overlap and it exceeds "
+                 f"{comparison.threshold_pct:g} %; a variant measured before and FAILED or skipped now is a "
+                 f"regression.")
     if comparison.old_machine != comparison.new_machine:
         lines.append(f"Note: different machines (OLD {comparison.old_machine}, NEW {comparison.new_machine}): "
                      f"the change includes the machine.")

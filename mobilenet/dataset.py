@@ -1,13 +1,16 @@
 """Photos preprocessed once into arrays that every variant, build check and worker reads."""
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mobilenet.fsutil import atomic_path, is_fresh, read_json, record_stamp, stamp_path, write_json
+from mobilenet.fsutil import (atomic_path, is_fresh, module_files, read_json, record_stamp, sha256_cached,
+                              stamp_path, write_json)
 from mobilenet.images import image_set
 from mobilenet.npyimages import NpyImages
 
@@ -20,6 +23,7 @@ class Prepared:
     eval_names: list[str]
     image_set: str
     preprocess_ms: float  # mean per photo: decode + resize + crop + normalise
+    fingerprint: str  # sha256 of the preprocessed photos and their labels: what results were scored on
 
     @property
     def labelled(self) -> bool:
@@ -39,19 +43,24 @@ def prepare(settings, force: bool = False) -> Prepared:
     images = image_set(settings)
     data = settings.data_dir
     calib_npy, eval_npy, info_json = data / "calib.npy", data / "eval.npy", data / "images.json"
-    step_settings = {"image_set": images.name, "files": [str(p) for p in images.files()]}
+    labels = list(images.eval_labels) if images.labelled else None
+    step_settings = {"image_set": images.name, "files": [str(p) for p in images.files()], "labels": labels}
+    # The photos and the code that turns them into arrays: editing either re-preprocesses.
+    inputs = [*images.files(), *module_files("mobilenet.preprocess", "mobilenet.dataset")]
     stamp = stamp_path(settings.stamps_dir, "prepare-data")
-    fresh, _ = is_fresh([calib_npy, eval_npy, info_json], images.files(), step_settings, stamp)
+    fresh, _ = is_fresh([calib_npy, eval_npy, info_json], inputs, step_settings, stamp)
     if force or not fresh:
         calib, _ = _preprocess(images.calib)
         evaluation, per_image_ms = _preprocess(images.eval)
         for path, array in ((calib_npy, calib), (eval_npy, evaluation)):
             with atomic_path(path) as tmp, open(tmp, "wb") as fh:
                 np.save(fh, array)
+        digest = hashlib.sha256(sha256_cached(eval_npy).encode())
+        digest.update(json.dumps({"labels": labels, "calib": sha256_cached(calib_npy)}).encode())
         write_json(info_json, {
-            "image_set": images.name, "labels": list(images.eval_labels) if images.labelled else None,
-            "eval_names": [p.name for p in images.eval], "preprocess_ms": per_image_ms})
-        record_stamp(stamp, step_settings)
+            "image_set": images.name, "labels": labels, "eval_names": [p.name for p in images.eval],
+            "preprocess_ms": per_image_ms, "fingerprint": digest.hexdigest()})
+        record_stamp(stamp, step_settings, inputs)
     info = read_json(info_json)
     return Prepared(NpyImages(calib_npy), NpyImages(eval_npy), info["labels"], info["eval_names"],
-                    info["image_set"], info["preprocess_ms"])
+                    info["image_set"], info["preprocess_ms"], info["fingerprint"])

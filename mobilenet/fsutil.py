@@ -48,35 +48,110 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+_SHA_CACHE: dict[tuple, str] = {}
+
+
+def sha256_cached(path: Path) -> str:
+    """sha256 of a file, hashed once per process while its size, mtime and inode hold."""
+    stat = Path(path).stat()
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if key not in _SHA_CACHE:
+        _SHA_CACHE[key] = sha256_file(path)
+    return _SHA_CACHE[key]
+
+
+def module_files(*module_names: str) -> list[Path]:
+    """Source files of the named modules (for freshness: editing the code makes outputs stale)."""
+    import importlib.util
+    specs = [importlib.util.find_spec(name) for name in module_names]
+    return sorted({Path(spec.origin) for spec in specs if spec is not None and spec.origin})
+
+
 def stamp_path(stamps_dir: Path, step: str) -> Path:
     return Path(stamps_dir) / f"{step}.json"
 
 
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _stable_name(path: Path, build_dir: Path) -> str:
+    """An input's name that survives copying the checkout or the build folder elsewhere."""
+    path = Path(path).resolve()
+    for root, label in ((build_dir.resolve(), "build"), (PACKAGE_ROOT, "repo")):
+        if path.is_relative_to(root):
+            return f"{label}:{path.relative_to(root).as_posix()}"
+    return str(path)
+
+
+def fingerprint(inputs, build_dir: Path) -> dict[str, str]:
+    """Content of every input, by a stable name: what a step's outputs were made from."""
+    return {_stable_name(p, Path(build_dir)): sha256_cached(p) for p in inputs}
+
+
 def is_fresh(outputs, inputs, settings: dict, stamp: Path) -> tuple[bool, str]:
-    """Make's rule plus settings: fresh when every output exists, none is older than any
-    input, and the settings recorded by the last successful run equal the current ones.
+    """Fresh when every output exists and the last successful run recorded the same settings
+    and the same input contents (sha256, not mtimes: a touched file is not a change, and an
+    edit is one even when a clock or a copy made it look older).
 
     Returns (fresh, reason) so the caller can say why it reruns.
     """
     outputs = [Path(p) for p in outputs]
-    inputs = [Path(p) for p in inputs]
     missing = [p for p in outputs if not p.exists()]
     if missing:
         return False, f"missing {missing[0].name}"
     if not Path(stamp).exists():
         return False, "no record of a previous run"
-    if read_json(stamp).get("settings") != json.loads(json.dumps(settings, default=str)):
+    recorded = read_json(stamp)
+    if recorded.get("settings") != json.loads(json.dumps(settings, default=str)):
         return False, "settings changed"
-    absent_inputs = [p for p in inputs if not p.exists()]
-    if absent_inputs:
-        return False, f"input {absent_inputs[0]} is missing"
-    if inputs and outputs:
-        newest_input = max(inputs, key=lambda p: p.stat().st_mtime)
-        oldest_output = min(outputs, key=lambda p: p.stat().st_mtime)
-        if newest_input.stat().st_mtime > oldest_output.stat().st_mtime:
-            return False, f"{newest_input.name} is newer than {oldest_output.name}"
+    absent = [p for p in inputs if not Path(p).exists()]
+    if absent:
+        return False, f"input {absent[0]} is missing"
+    before = recorded.get("inputs", {})
+    for name, digest in fingerprint(inputs, _build_dir_of(stamp)).items():
+        if before.get(name) != digest:
+            return False, f"{name.split(':')[-1]} changed"
     return True, "up to date"
 
 
-def record_stamp(stamp: Path, settings: dict) -> None:
-    write_json(stamp, {"settings": settings})
+def _build_dir_of(stamp: Path) -> Path:
+    return Path(stamp).resolve().parent.parent  # stamps live in <build>/stamps/
+
+
+def record_stamp(stamp: Path, settings: dict, inputs=()) -> None:
+    write_json(stamp, {"settings": settings, "inputs": fingerprint(inputs, _build_dir_of(stamp))})
+
+
+class BuildFolderBusy(RuntimeError):
+    pass
+
+
+_HELD_LOCKS: dict[str, int] = {}
+
+
+def hold_build_lock(build_dir: Path) -> None:
+    """Make this process the only one working in `build_dir` until it exits.
+
+    Two runs in one build folder would overwrite each other's artifacts and results, so a
+    second one stops at once and names the first. The lock is an flock on build/.lock,
+    which the kernel releases when the holder exits, killed or not; calling again from the
+    same process (the next task of one `invoke` chain) is a no-op.
+    """
+    import fcntl
+    build_dir = Path(build_dir)
+    key = str(build_dir.resolve())
+    if key in _HELD_LOCKS:
+        return
+    build_dir.mkdir(parents=True, exist_ok=True)
+    lock = build_dir / ".lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise BuildFolderBusy(f"another run (pid {holder}) is using {build_dir}; wait for it to finish, "
+                              f"or stop it, before starting a new one") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    _HELD_LOCKS[key] = fd  # kept open for the life of the process: closing it would unlock

@@ -9,7 +9,7 @@ from tabulate import tabulate
 
 from mobilenet import plots
 from mobilenet.fsutil import atomic_path
-from mobilenet.results import Result, group_by, load_results
+from mobilenet.results import Result, group_by, load_result_files
 from mobilenet.variants import (AO_DEPRECATED, LITE_DEPRECATED, REFERENCE_ID, TORCHSCRIPT_DEPRECATED, VARIANTS,
                                 display_order)
 
@@ -21,13 +21,30 @@ def _num(value, fmt: str = "{:.2f}", missing: str = "—") -> str:
     return missing if value is None else fmt.format(value)
 
 
+_MARKDOWN_SPECIAL = str.maketrans({c: f"\\{c}" for c in "\\`*_[]<>|#!"})
+
+
+def md(text) -> str:
+    """Text from a result file, safe inside markdown and table cells: it is data, never markup."""
+    return " ".join(str(text).split()).translate(_MARKDOWN_SPECIAL)
+
+
+def _with_interval(value, interval, fmt: str) -> str:
+    """'20.35 (19.10–21.60)': the estimate and its 95 % interval over sessions."""
+    if value is None:
+        return "—"
+    if not interval:
+        return fmt.format(value)
+    return f"{fmt.format(value)} ({fmt.format(interval[0])}–{fmt.format(interval[1])})"
+
+
 def _status(r: Result) -> str:
     if r.status == "FAILED":
-        return f"**FAILED**: {r.status_reason}"
+        return f"**FAILED**: {md(r.status_reason)}"
     if r.status == "DEGRADED":
-        return f"DEGRADED: {r.status_reason}"
+        return f"DEGRADED: {md(r.status_reason)}"
     if r.status == "skipped":
-        return f"skipped: {r.status_reason}"
+        return f"skipped: {md(r.status_reason)}"
     return "ok"
 
 
@@ -38,16 +55,16 @@ def main_table(results: list[Result]) -> str:
         shown = r.measured  # a FAILED variant's latency is not a result
         version = _runtime_version(r)
         rows.append([
-            f"`{r.variant}`", f"{r.runtime} {version}".strip(),
+            f"`{md(r.variant)}`", md(f"{r.runtime} {version}".strip()),
             _num(r.size_mb) if r.size_mb else "—",
             _num(r.size_mb / reference.size_mb, "{:.2f}×") if reference and r.size_mb else "—",
-            _num(r.p50_ms if shown else None), _num(r.p90_ms if shown else None),
-            _num(r.speedup_vs_eager if shown else None, "{:.2f}×"),
+            _with_interval(r.p50_ms, r.p50_ci_ms, "{:.2f}") if shown else "—", _num(r.p90_ms if shown else None),
+            _with_interval(r.speedup_vs_eager, r.speedup_ci, "{:.2f}×") if shown else "—",
             _num(r.load_ms, "{:.0f}"), _num(r.peak_rss_mb, "{:.0f}"),
             _num(r.cpu_util_pct, "{:.0f}%"), _energy(r),
             _num(r.top1_pct, "{:.1f}"), _num(r.top5_pct, "{:.1f}"), _num(r.agreement_pct, "{:.1f}"),
             _status(r)])
-    headers = ["variant", "runtime", "size MB", "vs FP32", "p50 ms", "p90 ms", "speed-up",
+    headers = ["variant", "runtime", "size MB", "vs FP32", "p50 ms (95% CI)", "p90 ms", "speed-up (95% CI)",
                "load ms", "peak RSS MB", "CPU", "energy mJ/inf", "top-1 %", "top-5 %", "agree %", "status"]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
@@ -66,59 +83,107 @@ def _runtime_version(r: Result) -> str:
     return ""
 
 
+def _tied_with(best: Result, others: list[Result]) -> list[Result]:
+    """The variants whose p50 interval overlaps the best one's: not distinguishable from it."""
+    return [r for r in others if not (best.p50_ci_ms and r.p50_ci_ms and best.p50_ci_ms[1] < r.p50_ci_ms[0])]
+
+
 def summary_lines(results: list[Result]) -> list[str]:
-    measured = [r for r in results if r.measured and r.p50_ms]
+    """Claims the intervals support: a variant is named fastest only when its p50 interval
+    clears the runner-up's; otherwise the tie is said, with every variant in it."""
+    measured = sorted((r for r in results if r.measured and r.p50_ms), key=lambda r: r.p50_ms)
     if not measured:
         return ["No variant produced a measurement."]
-    fastest = min(measured, key=lambda r: r.p50_ms)
-    smallest = min(measured, key=lambda r: r.size_mb)
-    lines = [f"- Fastest: `{fastest.variant}`, p50 {fastest.p50_ms:.2f} ms "
-             f"({fastest.speedup_vs_eager:.2f}× eager FP32).",
-             f"- Smallest file: `{smallest.variant}`, {smallest.size_mb:.2f} MB."]
+    fastest, rest = measured[0], measured[1:]
+    tied = _tied_with(fastest, rest)
+    if tied or not fastest.p50_ci_ms:
+        names = ", ".join(f"`{md(r.variant)}` {_with_interval(r.p50_ms, r.p50_ci_ms, '{:.2f}')} ms"
+                          for r in [fastest, *tied])
+        why = "" if fastest.p50_ci_ms else " (one session: no interval, so no claim)"
+        lines = [f"- Fastest: tied within noise{why}: {names}."]
+    else:
+        lines = [f"- Fastest: `{md(fastest.variant)}`, p50 {_with_interval(fastest.p50_ms, fastest.p50_ci_ms, '{:.2f}')} ms, "
+                 f"{_with_interval(fastest.speedup_vs_eager, fastest.speedup_ci, '{:.2f}×')} eager FP32; its "
+                 f"interval clears the runner-up `{md(rest[0].variant)}`"
+                 f" ({_with_interval(rest[0].p50_ms, rest[0].p50_ci_ms, '{:.2f}')} ms)." if rest else
+                 f"- Fastest: `{md(fastest.variant)}` (the only variant measured)."]
+    by_size = sorted(measured, key=lambda r: r.size_mb)
+    same_size = [r for r in by_size if abs(r.size_mb - by_size[0].size_mb) < 0.005]
+    lines.append(f"- Smallest file: {', '.join(f'`{md(r.variant)}`' for r in same_size)}, {by_size[0].size_mb:.2f} MB"
+                 + (" (tied)." if len(same_size) > 1 else "."))
     scored = [r for r in measured if r.top1_pct is not None]
     if scored:
         best = max(scored, key=lambda r: r.top1_pct / r.size_mb)
-        lines.append(f"- Best accuracy per MB: `{best.variant}`, {best.top1_pct:.1f} % top-1 in "
+        lines.append(f"- Best accuracy per MB: `{md(best.variant)}`, {best.top1_pct:.1f} % top-1 in "
                      f"{best.size_mb:.2f} MB ({best.top1_pct / best.size_mb:.1f} %/MB).")
     flagged = [r for r in results if r.status in ("FAILED", "DEGRADED")]
     for r in flagged:
-        lines.append(f"- `{r.variant}` is {r.status}: {r.status_reason}.")
+        lines.append(f"- `{md(r.variant)}` is {r.status}: {md(r.status_reason)}.")
     return lines
+
+
+def _threads_cell(requested: int, effective: int | None) -> str:
+    return f"{requested} → {effective}" if effective is not None else f"{requested} (requested; the runtime cannot report)"
 
 
 def environment_block(results: list[Result]) -> str:
     env = results[0].env
-    threads = sorted({(r.threads, r.env.threads_effective) for r in results if r.env.threads_effective})
+    threads = sorted({_threads_cell(r.threads, r.env.threads_effective) for r in results if r.measured})
     versions = {}
     for r in results:
         versions.update(r.env.runtime_versions or {})
+    affinity = sorted({cpu for r in results for cpu in r.cpu_affinity})
+    load = " → ".join(f"{v:.2f}" for v in env.load_avg_1min) or "—"
     rows = [
         ["machine", env.machine_id], ["CPU", f"{env.cpu_model}, {env.logical_cores} logical cores"],
+        ["ISA flags", ", ".join(env.cpu_flags) or "—"], ["frequency governor", env.cpu_governor or "not readable"],
         ["OS", env.os], ["Python", env.python], ["torch / torchvision", f"{env.torch} / {env.torchvision}"],
         ["runtimes", ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) or "—"],
-        ["threads (requested → effective)", ", ".join(f"{a} → {b}" for a, b in threads) or "—"],
+        ["threads (requested → effective)", "; ".join(threads) or "—"],
+        ["worker CPU affinity", ", ".join(map(str, affinity)) or "—"],
+        ["machine load during the run", f"load average {load}; busy {_num(env.busy_pct, '{:.0f}%')}, "
+                                         f"steal {_num(env.steal_pct, '{:.1f}%')} (/proc/stat)"],
         ["weights", f"{env.weights_source} (sha256 {env.weights_sha256[:16]}…)"],
         ["images", f"{env.image_set}; {env.eval_photos} evaluation photos"
-                   + ("" if env.labelled else " (unlabelled: agreement only)")],
+                   + ("" if env.labelled else " (unlabelled: agreement only)")
+                   + (f" (data sha256 {env.data_sha256[:16]}…)" if env.data_sha256 else "")],
         ["energy", env.energy_source],
     ]
-    return tabulate(rows, headers=["", ""], tablefmt="github")
+    return tabulate([[k, md(v)] for k, v in rows], headers=["", ""], tablefmt="github")
 
 
 def timing_note(results: list[Result]) -> str:
     measured = [r for r in results if r.measured and r.rounds]
     if not measured:
         return ""
-    rounds = measured[0].rounds
+    sessions, rounds = measured[0].sessions or 1, measured[0].rounds
     round_cvs = [r.round_cv for r in measured if r.round_cv is not None]
-    return (f"Timing: every variant loaded in its own process with threads set explicitly; "
-            f"{rounds} interleaved rounds in rotating order, {measured[0].runs // max(1, rounds)} "
-            f"calls per burst, warm-up excluded, {min(r.runs for r in measured)}+ timed calls each. "
-            f"Percentiles pool all rounds; speed-up is the median of per-round ratios to eager FP32. "
-            f"Noise: per-round medians vary with a CV of {min(round_cvs) * 100:.1f}–{max(round_cvs) * 100:.1f} %"
-            f" across variants; per-call CV {min(r.cv for r in measured) * 100:.1f}–"
-            f"{max(r.cv for r in measured) * 100:.1f} %. Preprocessing (decode, resize, crop, normalise) "
-            f"takes {measured[0].preprocess_ms:.1f} ms per photo for every variant and is not included.")
+    widths = [w for r in measured if r.speedup_ci for w in [(r.speedup_ci[1] - r.speedup_ci[0]) / 2 / r.speedup_vs_eager * 100]]
+    width = (f" The speed-up intervals' half-widths run from {min(widths):.1f} to {max(widths):.1f} % "
+             f"(median {sorted(widths)[len(widths) // 2]:.1f} %)." if widths else "")
+    return (f"Timing: {sessions} sessions; in each, every variant runs in a fresh process with threads set "
+            f"explicitly, warm-up excluded, timed in interleaved rounds in rotating order ({rounds} rounds in all, "
+            f"{min(r.runs for r in measured)}+ timed calls per variant). p50 is the geometric mean of the "
+            f"per-session medians and speed-up the geometric mean of the per-session speed-ups (each the "
+            f"median of that session's per-round ratios to eager FP32); their 95 % intervals are Student-t "
+            f"intervals over sessions on the log scale, because the speed of a process is itself a random "
+            f"draw that rounds inside one process cannot average out.{width} p90/p99 pool every call. "
+            f"Per-round medians vary with a CV of {min(round_cvs) * 100:.1f}–{max(round_cvs) * 100:.1f} % "
+            f"across variants. Preprocessing (decode, resize, crop, normalise) takes "
+            f"{measured[0].preprocess_ms:.1f} ms per photo for every variant and is not included.")
+
+
+def harness_lines(results: list[Result]) -> list[str]:
+    """Our p50 against the runtime's own benchmark program on the same artifact and threads."""
+    lines = []
+    for r in results:
+        native = r.native_benchmark
+        if r.measured and native and native.get("median_ms"):
+            lines.append(f"- `{md(r.variant)}`: {md(native['tool'])} (the runtime's own benchmark, run between our "
+                         f"sessions, {native['runs']} runs) median {native['median_ms']:.2f} ms; our p50 "
+                         f"{r.p50_ms:.2f} ms: our harness costs {r.p50_ms - native['median_ms']:+.2f} ms per call "
+                         f"({(r.p50_ms / native['median_ms'] - 1) * 100:+.1f} %).")
+    return lines
 
 
 def detail_table(results: list[Result]) -> str:
@@ -127,12 +192,14 @@ def detail_table(results: list[Result]) -> str:
     for r in sorted(results, key=lambda r: display_order(r.variant)):
         if not r.measured:
             continue
-        rows.append([f"`{r.variant}`", _num(r.mean_ms), _num(r.p99_ms), _num(r.std_ms),
+        rows.append([f"`{md(r.variant)}`", _num(r.mean_ms), _num(r.p99_ms), _num(r.std_ms),
                      _num(r.cv * 100, "{:.1f}"), _num(r.round_cv * 100 if r.round_cv is not None else None, "{:.1f}"),
+                     " / ".join(f"{v:.2f}" for v in r.session_p50_ms) or "—",
                      _num(r.first_inference_ms, "{:.1f}"), str(r.runs), _num(r.cpu_time_s),
-                     _num(r.max_abs_dlogit, "{:.2g}")])
-    headers = ["variant", "mean ms", "p99 ms", "std ms", "CV %", "round CV %", "first inference ms",
-               "timed runs", "CPU s", "max abs Δlogit"]
+                     _threads_cell(r.threads, r.env.threads_effective),
+                     _num(r.max_abs_dlogit, "{:.2g}"), _num(r.tied_top1_rows, "{}")])
+    headers = ["variant", "mean ms", "p99 ms", "std ms", "CV %", "round CV %", "p50 per session ms",
+               "first inference ms", "timed runs", "CPU s", "threads", "max abs Δlogit", "tied top-1 rows"]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
@@ -146,7 +213,7 @@ def notes(results: list[Result]) -> list[str]:
                    "(dequantized to FP32). Its weights already sit on an INT8 grid, so the INT8 accuracy "
                    "drops measured here are optimistic compared with torchvision's original FP32 weights.")
     else:
-        out.append(f"- Weights: {env.weights_source}.")
+        out.append(f"- Weights: {md(env.weights_source)}.")
     out.append("- The evaluation photos are ImageNet sample images, one per class; they are easier than "
                "the ImageNet validation set, so top-1 here is higher than published figures.")
     by_id = {r.variant: r for r in results}
@@ -164,7 +231,11 @@ def notes(results: list[Result]) -> list[str]:
         out.append(f"  - {text}")
     out.append("  - The modern path is torch.export → ExecuTorch (`executorch-*` rows), with PT2E for INT8.")
     out.append("- Status: FAILED = top-1 agreement with FP32 below 80 % or top-1 more than 5 points below "
-               "FP32 (latency withheld); DEGRADED = below 90 % agreement or more than 2 points down.")
+               "FP32, or a build error (latency withheld); DEGRADED = below 90 % agreement or more than 2 "
+               "points down; skipped = the runtime is not installed or not supported on this machine.")
+    out.append("- Top-1, top-5, agreement and the gate share one rule: classes are ranked by logit, ties to the "
+               "lower class index (what argmax does); `tied top-1 rows` counts the photos whose maximum "
+               "logit is shared, where that rule decides.")
     return out
 
 
@@ -178,7 +249,7 @@ def scaling_table(results: list[Result]) -> str:
         cells = [_num(p50.get((variant, t))) for t in counts]
         scaling = [_num(base / p50[variant, t] if base and (variant, t) in p50 else None, "{:.2f}×")
                    for t in counts[1:]]
-        rows.append([f"`{variant}`", *cells, *scaling])
+        rows.append([f"`{md(variant)}`", *cells, *scaling])
     headers = (["variant"] + [f"p50 ms @ {t}t" for t in counts]
                + [f"scaling × {t}t vs {counts[0]}t" for t in counts[1:]])
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
@@ -189,7 +260,7 @@ def _cross_cell(r: Result | None) -> str:
         return "—"
     if not r.measured:
         return r.status
-    return f"{r.p50_ms:.2f} ms ({_num(r.speedup_vs_eager, '{:.2f}×')})"
+    return f"{r.p50_ms:.2f} ms ({_with_interval(r.speedup_vs_eager, r.speedup_ci, '{:.2f}×')})"
 
 
 def cross_machine_table(results: list[Result], threads: int) -> str:
@@ -197,15 +268,15 @@ def cross_machine_table(results: list[Result], threads: int) -> str:
     machines = list(dict.fromkeys(r.env.machine_id for r in results))
     cell = {(r.env.machine_id, r.variant): r for r in results if r.threads == threads}
     variants = sorted({v for _, v in cell}, key=lambda v: display_order(v))
-    rows = [[f"`{v}`", *(_cross_cell(cell.get((m, v))) for m in machines)] for v in variants]
-    return tabulate(rows, headers=["variant", *machines], tablefmt="github", disable_numparse=True)
+    rows = [[f"`{md(v)}`", *(_cross_cell(cell.get((m, v))) for m in machines)] for v in variants]
+    return tabulate(rows, headers=["variant", *map(md, machines)], tablefmt="github", disable_numparse=True)
 
 
 def cross_machine_section(results: list[Result]) -> list[str]:
     parts = ["## Across machines", "",
              "p50 latency per variant on each machine, and in brackets its speed-up against that "
-             "machine's own eager FP32 (the same figure as in the machine's table below: the median "
-             "of per-round ratios, measured in the same run).", ""]
+             "machine's own eager FP32 with its 95 % interval (the same figures as in the machine's "
+             "table below).", ""]
     for threads in sorted({r.threads for r in results}):
         parts += [f"### {plots.threads_label(threads)}", "", cross_machine_table(results, threads), ""]
     return parts
@@ -223,6 +294,7 @@ def render_machine(results: list[Result], figures: dict | None = None) -> str:
     for threads in sorted(by_threads):
         group, label = by_threads[threads], plots.threads_label(threads)
         parts += [f"### {label}", "", main_table(group), "", *summary_lines(group), "", timing_note(group), "",
+                  *harness_lines(group), "",
                   "<details><summary>Latency distribution, first inference, CPU time, numerical distance</summary>",
                   "", detail_table(group), "", "</details>", "",
                   *_image(figures, (machine, "latency", threads), f"p50 latency per variant at {label}"),
@@ -254,11 +326,11 @@ def render(results: list[Result], figures: dict | None = None, dropped: list[Res
              f" ({len(by_machine)} machine{'s' if len(by_machine) > 1 else ''}).", ""]
     if dropped:
         parts += [f"Ignored {len(dropped)} result(s) already given by an earlier folder (same machine, "
-                  f"variant and threads): " + ", ".join(f"`{r.variant}@{r.threads}t`" for r in dropped), ""]
+                  f"variant and threads): " + ", ".join(f"`{md(r.variant)}@{r.threads}t`" for r in dropped), ""]
     if len(by_machine) > 1:
         parts += cross_machine_section(results)
     for machine, group in by_machine.items():
-        parts += [f"## {machine}", "", render_machine(group, figures), "## Notes", "", *notes(group), ""]
+        parts += [f"## {md(machine)}", "", render_machine(group, figures), "## Notes", "", *notes(group), ""]
     return "\n".join(parts)
 
 
@@ -275,13 +347,34 @@ def result_folders(build_dir: Path, extra: list[Path] = ()) -> list[Path]:
     return list(once.values())
 
 
-def write(results_dirs: list[Path], out: Path) -> Path:
-    """report.md at `out`, its charts under plots/ beside it, linked by relative paths."""
+def check_not_mixed(files: list[tuple[Path, Result]]) -> None:
+    """One environment block must describe one set of weights and photos: stop, naming the
+    files, when results of one machine were made from different ones."""
+    by_machine = group_by(files, lambda pr: pr[1].env.machine_id)
+    for machine, group in by_machine.items():
+        kinds = group_by(group, lambda pr: (pr[1].env.weights_sha256, pr[1].env.data_sha256 or pr[1].env.image_set))
+        if len(kinds) > 1:
+            examples = "; ".join(f"{members[0][0]} (weights {w[:12]}…, photos {d[:12]}…)"
+                                 for (w, d), members in kinds.items())
+            raise ValueError(f"results of machine {machine!r} were made with different weights or photos: "
+                             f"{examples}. Rerun `invoke bench --force` for every variant, or give each set its "
+                             f"own --tag")
+
+
+def write(results_dirs: list[Path], out: Path) -> tuple[Path, list[str]]:
+    """report.md at `out`, its charts under plots/ beside it, linked by relative paths.
+
+    Returns the path and the FAILED rows (variant@threads), which the caller turns into a
+    non-zero exit after the report is written.
+    """
     out = Path(out)
-    results, dropped = unique([r for folder in results_dirs for r in load_results(folder)])
+    files = [pr for folder in results_dirs for pr in load_result_files(folder)]
+    results, dropped = unique([r for _, r in files])
+    kept = {id(r) for r in results}
+    check_not_mixed([pr for pr in files if id(pr[1]) in kept])
     figures = {key: path.relative_to(out.parent).as_posix()
                for key, path in plots.write_all(results, out.parent / "plots").items()}
     text = render(results, figures, dropped)
     with atomic_path(out) as tmp:
         tmp.write_text(text)
-    return out
+    return out, [f"{r.variant}@{r.threads}t" for r in results if r.status == "FAILED"]

@@ -1,20 +1,30 @@
 """Results as data: one JSON file per variant and thread count, environment included.
 
 The report renders from these files alone, so everything it shows is recorded here,
-with units in the field names.
+with units in the field names. Files are validated when read: a hand-edited or corrupt
+file is named with the offending field, never half-rendered.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import socket
-from dataclasses import asdict, dataclass, field, fields
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from mobilenet.fsutil import write_json
 
-SCHEMA = 1
+SCHEMA = 2
+OK, DEGRADED, FAILED, SKIPPED = "ok", "DEGRADED", "FAILED", "skipped"
+STATUSES = (OK, DEGRADED, FAILED, SKIPPED)
+
+
+class ResultsError(ValueError):
+    """A result file that cannot be trusted: names the file, the field and what is wrong."""
 
 
 @dataclass
@@ -28,7 +38,7 @@ class Environment:
     torch: str
     torchvision: str
     threads_requested: int
-    threads_effective: int | None
+    threads_effective: int | None  # read back from the runtime; None where it cannot tell (LiteRT)
     quantized_engine: str | None
     runtime_versions: dict
     weights_source: str
@@ -38,6 +48,12 @@ class Environment:
     eval_photos: int
     labelled: bool
     energy_source: str  # "RAPL" or "no RAPL"
+    data_sha256: str = ""  # the evaluation photos and labels, as preprocessed
+    cpu_flags: list = field(default_factory=list)  # the ISA flags that decide INT8 kernels
+    cpu_governor: str | None = None
+    load_avg_1min: list = field(default_factory=list)  # before and after the run
+    steal_pct: float | None = None  # of all CPU time during the run, from /proc/stat
+    busy_pct: float | None = None  # the whole machine's non-idle share during the run
 
 
 @dataclass
@@ -51,34 +67,43 @@ class Result:
     threads: int
     env: Environment
     size_mb: float | None = None
-    load_ms: float | None = None
+    load_ms: float | None = None  # first session, where every worker loads alone
     first_inference_ms: float | None = None
     preprocess_ms: float | None = None  # per photo, same for every variant
+    sessions: int | None = None  # fresh processes per variant
     runs: int | None = None
     rounds: int | None = None
     mean_ms: float | None = None
-    p50_ms: float | None = None
-    p90_ms: float | None = None
+    p50_ms: float | None = None  # geometric mean of the per-session medians
+    p50_ci_ms: list | None = None  # 95 % interval over sessions, [low, high]
+    session_p50_ms: list = field(default_factory=list)
+    p90_ms: float | None = None  # p90 and p99 pool every timed call
     p99_ms: float | None = None
     std_ms: float | None = None
     cv: float | None = None
     round_cv: float | None = None  # spread of the per-round medians: how much the machine drifted
-    speedup_vs_eager: float | None = None  # median of per-round ratios
+    speedup_vs_eager: float | None = None  # geometric mean of the per-session speed-ups
+    speedup_ci: list | None = None  # 95 % interval over sessions, [low, high]
+    session_speedups: list = field(default_factory=list)  # each: median of that session's round ratios
     peak_rss_mb: float | None = None
     cpu_time_s: float | None = None  # process CPU time during the timed bursts
     cpu_util_pct: float | None = None  # of one core, during the timed bursts
+    cpu_affinity: list = field(default_factory=list)  # the CPUs the worker processes were allowed
     energy_mj_per_inference: float | None = None
     top1_pct: float | None = None
     top5_pct: float | None = None
     agreement_pct: float | None = None
     max_abs_dlogit: float | None = None
+    tied_top1_rows: int | None = None  # rows whose maximum logit is shared by several classes
+    native_benchmark: dict | None = None  # the runtime's own benchmark tool on the same artifact
+    inputs: dict = field(default_factory=dict)  # fingerprints of what shaped this result
     build: dict = field(default_factory=dict)  # how the artifact was made (from its meta.json)
     deprecated: str | None = None
     schema: int = SCHEMA
 
     @property
     def measured(self) -> bool:
-        return self.status in ("ok", "DEGRADED")
+        return self.status in (OK, DEGRADED)
 
 
 def result_path(results_dir: Path, variant: str, threads: int) -> Path:
@@ -91,18 +116,74 @@ def write_result(results_dir: Path, result: Result) -> Path:
     return path
 
 
-def from_dict(data: dict) -> Result:
-    env = Environment(**{f.name: data["env"].get(f.name) for f in fields(Environment)})
-    known = {f.name for f in fields(Result)} - {"env"}
-    return Result(env=env, **{k: v for k, v in data.items() if k in known})
+# ---------------------------------------------------------------- reading, validated
+
+def _accepts(annotation, value) -> bool:
+    """Does `value` (from JSON) fit the field's annotation?"""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, {**vars(typing), "Environment": Environment})  # noqa: S307 (own annotations)
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(a, value) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def _typed(cls, data: dict, where: str) -> dict:
+    if not isinstance(data, dict):
+        raise ResultsError(f"{where}: expected an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in fields(cls):
+        if f.name not in data:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise ResultsError(f"{where}: field '{f.name}' is missing")
+            continue
+        if f.name == "env":
+            continue
+        if not _accepts(hints[f.name], data[f.name]):
+            raise ResultsError(f"{where}: field '{f.name}' has {data[f.name]!r}, expected {hints[f.name]}")
+        values[f.name] = data[f.name]
+    return values
+
+
+def from_dict(data: dict, where: str = "result") -> Result:
+    values = _typed(Result, data, where)
+    env = Environment(**_typed(Environment, data.get("env"), f"{where}: env"))
+    result = Result(env=env, **values)
+    if result.status not in STATUSES:
+        raise ResultsError(f"{where}: field 'status' is {result.status!r}, expected one of {', '.join(STATUSES)}")
+    if result.measured:
+        for name in ("p50_ms", "size_mb", "speedup_vs_eager"):
+            value = getattr(result, name)
+            if value is None or value <= 0:
+                raise ResultsError(f"{where}: field '{name}' is {value!r}, expected a positive number "
+                                   f"for a measured ({result.status}) variant")
+    return result
 
 
 def load_results(results_dir: Path) -> list[Result]:
+    """Every result file in the folder; any file that is not a valid result stops with its name."""
+    return [result for _, result in load_result_files(results_dir)]
+
+
+def load_result_files(results_dir: Path) -> list[tuple[Path, Result]]:
+    """(path, result) for every result file in the folder, validated."""
     results = []
     for path in sorted(Path(results_dir).glob("*.json")):
-        data = json.loads(path.read_text())
-        if isinstance(data, dict) and data.get("schema") == SCHEMA and "variant" in data:
-            results.append(from_dict(data))
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ResultsError(f"{path}: not readable JSON ({exc}); delete it or rerun `invoke bench --force`") from exc
+        if isinstance(data, dict) and data.get("schema") != SCHEMA:
+            raise ResultsError(f"{path}: written by another version of this tool (schema "
+                               f"{data.get('schema')!r}, this one reads {SCHEMA}); rerun `invoke bench --force`")
+        results.append((path, from_dict(data, str(path))))
     return results
 
 
@@ -114,6 +195,8 @@ def group_by(results: list[Result], key) -> dict:
     return groups
 
 
+# ---------------------------------------------------------------- facts about the machine
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -124,11 +207,74 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# Instruction-set flags that decide which INT8/FP32 kernels a runtime can use.
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile",
+             "amx_int8", "asimd", "asimddp", "i8mm", "sve", "sve2", "bf16")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> list[str]:
+    """The ISA flags of ISA_FLAGS this CPU reports (x86 'flags' or ARM 'Features')."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    for line in cpuinfo.splitlines():
+        key = line.split(":", 1)[0].strip()
+        if key in ("flags", "Features"):
+            present = set(line.split(":", 1)[1].split())
+            return [flag for flag in ISA_FLAGS if flag in present]
+    return []
+
+
+def cpu_governor() -> str | None:
+    try:
+        return Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").read_text().strip()
+    except OSError:
+        return None
+
+
+def cpu_times() -> list[int] | None:
+    """The aggregate 'cpu' line of /proc/stat: user nice system idle iowait irq softirq steal."""
+    try:
+        return [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def load_avg_1min() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+@dataclass
+class MachineLoad:
+    """Load average and /proc/stat around a run: how busy the machine was while it measured."""
+    load_before: float | None = field(default_factory=load_avg_1min)
+    times_before: list | None = field(default_factory=cpu_times)
+
+    def summary(self) -> dict:
+        after = cpu_times()
+        steal = busy = None
+        if self.times_before and after:
+            delta = [b - a for a, b in zip(self.times_before, after)]
+            total = sum(delta)
+            if total > 0:
+                steal = 100 * delta[7] / total
+                busy = 100 * (total - delta[3] - delta[4]) / total
+        loads = [v for v in (self.load_before, load_avg_1min()) if v is not None]
+        return {"load_avg_1min": [round(v, 2) for v in loads],
+                "steal_pct": None if steal is None else round(steal, 2),
+                "busy_pct": None if busy is None else round(busy, 1)}
+
+
 def machine_id(tag: str | None = None) -> str:
     return tag or f"{socket.gethostname()} ({cpu_model()})"
 
 
-def base_environment(settings, weights: dict, data, energy_source: str) -> dict:
+def base_environment(settings, weights: dict, data, energy_source: str, load: dict) -> dict:
     """The part of Environment shared by every variant of a run."""
     import torch
     import torchvision
@@ -141,5 +287,6 @@ def base_environment(settings, weights: dict, data, energy_source: str) -> dict:
         "weights_source": weights["source"], "weights_sha256": weights["sha256"],
         "weights_random": weights.get("random", False),
         "image_set": data.image_set, "eval_photos": len(data.eval), "labelled": data.labelled,
-        "energy_source": energy_source,
+        "data_sha256": data.fingerprint, "energy_source": energy_source,
+        "cpu_flags": cpu_flags(), "cpu_governor": cpu_governor(), **load,
     }

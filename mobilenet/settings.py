@@ -54,6 +54,7 @@ class Settings:
     # Bench
     threads: tuple[int, ...] = field(default_factory=lambda: parse_threads(_env("THREADS", "1")))
     only: str | None = field(default_factory=lambda: _env("ONLY"))
+    sessions: int = field(default_factory=lambda: int(_env("SESSIONS", 5)))
     warmup: int = field(default_factory=lambda: int(_env("WARMUP", 10)))
     min_runs: int = field(default_factory=lambda: int(_env("MIN_RUNS", 200)))
     min_seconds: float = field(default_factory=lambda: float(_env("MIN_SECONDS", 10)))

@@ -1,6 +1,13 @@
-"""The one timing loop every variant runs, and the statistics made from it."""
+"""The one timing loop every variant runs, and the statistics made from it.
+
+Sessions are the unit of repetition: a session is one fresh process per variant, and the
+speed of a process is itself a random draw (one process of the same model can be 1.5x
+faster than another). Rounds inside a session share that draw, so they are not independent
+samples of it; intervals are therefore computed over sessions, not over calls or rounds.
+"""
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -62,3 +69,51 @@ def median_round_ratio(reference_rounds: list[list[float]], variant_rounds: list
     if not ratios:
         raise ValueError("no common rounds")
     return statistics.median(ratios)
+
+
+# Two-sided 95 % quantiles of Student's t for 1..30 degrees of freedom; 1.96 beyond.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+         2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+         2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t975(dof: int) -> float:
+    return _T975[dof - 1] if dof <= len(_T975) else 1.96
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A 95 % interval of a positive quantity (a latency or a speed-up) over sessions.
+
+    Computed on the log scale, as the geometric mean of the session values +- Student's t
+    times their standard error: ratios and times are multiplicative, so a 1.2x faster and a
+    1.2x slower session are equally far from the centre. With a handful of sessions the t
+    quantile (12.7 for two, 2.78 for five) makes the interval honest about how little is
+    known, where a bootstrap over five values would be too narrow. One session has no
+    interval (low = high = None).
+    """
+    estimate: float
+    low: float | None
+    high: float | None
+    sessions: int
+
+    @property
+    def half_width_pct(self) -> float | None:
+        if self.low is None:
+            return None
+        return (self.high - self.low) / 2 / self.estimate * 100
+
+    def clears_below(self, other: "Interval") -> bool:
+        """True when this interval lies wholly below the other (both must be known)."""
+        return self.high is not None and other.low is not None and self.high < other.low
+
+
+def session_interval(values) -> Interval:
+    logs = [math.log(v) for v in values]
+    if not logs:
+        raise ValueError("no sessions")
+    centre = statistics.fmean(logs)
+    if len(logs) < 2:
+        return Interval(math.exp(centre), None, None, len(logs))
+    half = t975(len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+    return Interval(math.exp(centre), math.exp(centre - half), math.exp(centre + half), len(logs))

@@ -26,9 +26,15 @@ class Variant:
     options: dict = field(default_factory=dict, hash=False)  # builder settings, recorded in results
     deprecated: str | None = None  # why it is deprecated and what replaces it
     tuning: str | None = None  # for INT8: what was tried and why these settings won
+    companions: tuple[str, ...] = ()  # suffixes of files the artifact needs beside it (".bin")
 
     def artifact_path(self, models_dir: Path) -> Path:
         return Path(models_dir) / self.artifact
+
+    def artifact_files(self, models_dir: Path) -> list[Path]:
+        """Every file a device ships for this variant: the artifact, then its companions."""
+        primary = self.artifact_path(models_dir)
+        return [primary, *(primary.with_suffix(suffix) for suffix in self.companions)]
 
     def meta_path(self, models_dir: Path) -> Path:
         return Path(models_dir) / f"{self.id}.meta.json"

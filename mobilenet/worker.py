@@ -31,8 +31,10 @@ class WorkerSkipped(RuntimeError):
 class WorkerProcess:
     """Coordinator-side handle of one worker."""
 
-    def __init__(self, variant, artifact: Path, threads: int, eval_npy: Path, logits_out: Path,
-                 warmup: int, log_path: Path):
+    def __init__(self, variant, artifact: Path, threads: int, eval_npy: Path, logits_out: Path | None,
+                 warmup: int, log_path: Path, wait: bool = True):
+        """Start the worker and send it the variant; with wait=False the caller collects the
+        ready reply later with wait_ready(), so several workers can load at the same time."""
         env = dict(os.environ)
         env.update({name: str(threads) for name in THREAD_ENV_VARS})
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -44,17 +46,26 @@ class WorkerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mobilenet.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=self._log, env=env, text=True, bufsize=1, cwd=Path(__file__).resolve().parent.parent)
-        self.ready = self.request(
-            runtime=variant.runtime, engine=variant.engine, artifact=str(artifact),
-            threads=threads, eval_npy=str(eval_npy), logits_out=str(logits_out), warmup=warmup)
+        self.ready: dict = {}
+        self._send(runtime=variant.runtime, engine=variant.engine, artifact=str(artifact),
+                   threads=threads, eval_npy=str(eval_npy), warmup=warmup,
+                   logits_out=None if logits_out is None else str(logits_out))
+        if wait:
+            self.wait_ready()
 
-    def request(self, **message) -> dict:
+    def wait_ready(self) -> dict:
+        self.ready = self._receive()
+        return self.ready
+
+    def _send(self, **message) -> None:
         try:
             self.proc.stdin.write(json.dumps(message) + "\n")
             self.proc.stdin.flush()
-            line = self.proc.stdout.readline()
         except BrokenPipeError:
-            line = ""
+            pass  # the worker died; _receive reports how
+
+    def _receive(self) -> dict:
+        line = self.proc.stdout.readline()
         if not line:
             self.proc.wait(timeout=30)
             raise WorkerError(f"{self.variant.id} worker exited with code {self.proc.returncode}; "
@@ -65,6 +76,10 @@ class WorkerProcess:
         if reply.get("error"):
             raise WorkerError(f"{self.variant.id}: {reply['error']}")
         return reply
+
+    def request(self, **message) -> dict:
+        self._send(**message)
+        return self._receive()
 
     def log_tail(self, lines: int = 15) -> str:
         self._log.flush()
@@ -90,24 +105,6 @@ class WorkerProcess:
             if not stream.closed:
                 stream.close()
         self._log.close()
-
-
-def score_artifact(variant, artifact: Path, settings, data) -> np.ndarray:
-    """Logits of every evaluation photo, computed by the variant's runner in a fresh process.
-
-    A fresh process keeps each runtime's global state (quantized engine, ExecuTorch's
-    thread pool) from leaking between variants, and a crash from killing the caller.
-    """
-    artifact = Path(artifact)
-    logits_out = settings.build_dir / "tmp" / f"{variant.id}.{os.getpid()}.check-logits.npy"
-    worker = WorkerProcess(variant, artifact, os.cpu_count() or 1, data.eval.path, logits_out,
-                           warmup=0, log_path=settings.logs_dir / f"check-{variant.id}.log")
-    try:
-        worker.finish()
-        return np.load(logits_out)
-    finally:
-        worker.close()
-        logits_out.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- worker side
@@ -151,13 +148,15 @@ def serve(inp, out) -> None:
         start = time.perf_counter()
         runner.run(timing_image)
         first_ms = (time.perf_counter() - start) * 1000
-        logits = np.concatenate([np.asarray(runner.run(image), dtype=np.float32).reshape(1, -1)
-                                 for image in images])
-        Path(init["logits_out"]).parent.mkdir(parents=True, exist_ok=True)
-        np.save(init["logits_out"], logits)
+        if init.get("logits_out"):  # scoring is asked for by build checks and device runs only
+            logits = np.concatenate([np.asarray(runner.run(image), dtype=np.float32).reshape(1, -1)
+                                     for image in images])
+            Path(init["logits_out"]).parent.mkdir(parents=True, exist_ok=True)
+            np.save(init["logits_out"], logits)
         time_calls(runner.run, timing_image, init["warmup"])
         reply(ok=True, load_ms=load_ms, first_inference_ms=first_ms, size_bytes=runner.size_bytes(),
-              threads_effective=runner.threads_effective, versions=runtime_versions(init["runtime"]))
+              threads_effective=runner.threads_effective, versions=runtime_versions(init["runtime"]),
+              cpu_affinity=sorted(os.sched_getaffinity(0)))
     except RuntimeUnavailable as exc:
         reply(skipped=str(exc))
         return

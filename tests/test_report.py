@@ -19,9 +19,10 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def make_result(variant: str, p50: float, *, machine: str = "box-a (Test CPU)", threads: int = 1,
-                eager_p50: float | None = None, status: str = "ok", round_cv: float = 0.03,
-                size_mb: float | None = None, top1: float = 75.0) -> Result:
-    """A Result shaped like the bench's, with speed-up taken against `eager_p50` of the same machine.
+                eager_p50: float | None = None, status: str = "ok", ci: float = 0.03,
+                size_mb: float | None = None, top1: float = 75.0, threads_effective: int | None = -1) -> Result:
+    """A Result shaped like the bench's, with speed-up taken against `eager_p50` of the same machine
+    and 95 % intervals of ±`ci` (relative) around p50 and speed-up.
 
     As in the bench, a FAILED variant is fully measured (the report withholds its latency)
     and a skipped one carries no measurement at all.
@@ -30,22 +31,26 @@ def make_result(variant: str, p50: float, *, machine: str = "box-a (Test CPU)", 
     env = Environment(
         machine_id=machine, hostname=machine.split()[0], cpu_model="Test CPU", logical_cores=4,
         os="Linux 6.1 (x86_64)", python="3.11.7", torch="2.14.1", torchvision="0.29.1",
-        threads_requested=threads, threads_effective=threads, quantized_engine=v.engine,
+        threads_requested=threads, threads_effective=threads if threads_effective == -1 else threads_effective,
+        quantized_engine=v.engine,
         runtime_versions={"torch": "2.14.1"}, weights_source="/w/mobilenet_v2.pth", weights_sha256="ab" * 32,
         weights_random=False, image_set="manifest:manifest.csv (8 calib, 20 eval)", eval_photos=20,
-        labelled=True, energy_source="no RAPL")
+        labelled=True, energy_source="no RAPL", data_sha256="cd" * 32)
     common = dict(variant=variant, runtime=v.runtime, precision=v.precision, summary=v.summary,
                   threads=threads, env=env, build={"status": "ok"}, deprecated=v.deprecated)
     if status == "skipped":
         return Result(status=status, status_reason="runtime not installed", **common)
     reason = {"FAILED": "agreement 50.0% (needs >= 80%)", "DEGRADED": "agreement 85.0% (below 90%)"}.get(
         status, "reference" if variant == REFERENCE_ID else "agreement 100.0%")
+    speedup = (eager_p50 or p50) / p50
     return Result(
         status=status, status_reason=reason, **common,
         size_mb=size_mb or (14.2 if v.precision == "fp32" else 3.9), load_ms=50.0, first_inference_ms=p50 * 2,
-        preprocess_ms=5.0, runs=200, rounds=20, mean_ms=p50 * 1.05, p50_ms=p50, p90_ms=p50 * 1.2,
-        p99_ms=p50 * 1.5, std_ms=p50 * 0.1, cv=0.1, round_cv=round_cv,
-        speedup_vs_eager=(eager_p50 or p50) / p50, peak_rss_mb=300.0, cpu_time_s=4.0, cpu_util_pct=98.0,
+        preprocess_ms=5.0, sessions=5, runs=200, rounds=20, mean_ms=p50 * 1.05, p50_ms=p50,
+        p50_ci_ms=[p50 * (1 - ci), p50 * (1 + ci)], session_p50_ms=[p50] * 5, p90_ms=p50 * 1.2,
+        p99_ms=p50 * 1.5, std_ms=p50 * 0.1, cv=0.1, round_cv=0.05,
+        speedup_vs_eager=speedup, speedup_ci=[speedup * (1 - ci), speedup * (1 + ci)], session_speedups=[speedup] * 5,
+        peak_rss_mb=300.0, cpu_time_s=4.0, cpu_util_pct=98.0,
         energy_mj_per_inference=None, top1_pct=top1, top5_pct=90.0, agreement_pct=100.0, max_abs_dlogit=0.01)
 
 
@@ -80,7 +85,7 @@ def sweep_report(tmp_path_factory) -> Path:
         write_result(results, make_result("litert-int8", 3.0, threads=threads, status="FAILED"))
         write_result(results, make_result("executorch-fp32", 0, threads=threads, status="skipped"))
     write_result(results, make_result("int8-static-fbgemm", 7.0, threads=2, status="FAILED"))
-    return report.write(report.result_folders(build), build / "report.md")
+    return report.write(report.result_folders(build), build / "report.md")[0]
 
 
 def test_plots_are_pngs_linked_relative_to_the_report(sweep_report):
@@ -132,18 +137,19 @@ def test_two_machines_get_a_cross_machine_table(tmp_path):
     # Picked up without being named: results copied back from a remote host.
     write_machine(build / "remote" / "pi5" / "results", "pi5 (Cortex-A76)",
                   {"fp32-eager": 90.0, "onnx-fp32": 60.0, "onnx-int8": 30.0})
-    text = report.write(report.result_folders(build), build / "report.md").read_text()
+    text = report.write(report.result_folders(build), build / "report.md")[0].read_text()
 
     heading = "## Across machines"
     header = next(line for line in text[text.index(heading):].splitlines() if line.startswith("| variant"))
     assert [c.strip() for c in header.strip("|").split("|")] == ["variant", "box-a (Test CPU)", "pi5 (Cortex-A76)"]
-    assert table_row(text, heading, "fp32-eager")[1:] == ["20.00 ms (1.00×)", "90.00 ms (1.00×)"]
-    assert table_row(text, heading, "onnx-fp32")[1:] == ["8.00 ms (2.50×)", "60.00 ms (1.50×)"]
-    assert table_row(text, heading, "onnx-int8")[1:] == ["5.00 ms (4.00×)", "30.00 ms (3.00×)"]
+    assert table_row(text, heading, "fp32-eager")[1:] == ["20.00 ms (1.00× (0.97×–1.03×))",
+                                                          "90.00 ms (1.00× (0.97×–1.03×))"]
+    assert table_row(text, heading, "onnx-fp32")[1:] == ["8.00 ms (2.50× (2.42×–2.58×))",
+                                                         "60.00 ms (1.50× (1.46×–1.54×))"]
     # Each machine keeps its own environment block, main table and charts.
     assert text.index(heading) < text.index("## box-a (Test CPU)") < text.index("## pi5 (Cortex-A76)")
     assert "| machine                         | pi5 (Cortex-A76)" in text
-    assert table_row(text, "## pi5 (Cortex-A76)", "onnx-fp32")[4] == "60.00"
+    assert table_row(text, "## pi5 (Cortex-A76)", "onnx-fp32")[4] == "60.00 (58.20–61.80)"
     links = image_links(text)
     assert {link.split("/")[1] for link in links} == {"box-a-test-cpu", "pi5-cortex-a76"}
     assert all((build / link).is_file() for link in links)
@@ -155,42 +161,41 @@ def test_folders_merge_once_and_first_result_wins(tmp_path):
     write_machine(tmp_path / "old", "box-a (Test CPU)", {"fp32-eager": 30.0, "onnx-fp32": 9.0})
     folders = report.result_folders(build, [str(build / "results"), str(tmp_path / "old")])
     assert folders == [build / "results", tmp_path / "old"]
-    text = report.write(folders, build / "report.md").read_text()
-    assert table_row(text, "### 1 thread", "onnx-fp32")[4] == "8.00"
+    text = report.write(folders, build / "report.md")[0].read_text()
+    assert table_row(text, "### 1 thread", "onnx-fp32")[4] == "8.00 (7.76–8.24)"
     assert "Ignored 2 result(s)" in text and "Across machines" not in text
     with pytest.raises(ValueError, match="no such results folder"):
         report.result_folders(build, [str(tmp_path / "missing")])
 
 
-def test_compare_flags_regressions_beyond_threshold_and_noise():
-    old = [make_result("fp32-eager", 20.0), make_result("onnx-fp32", 10.0, round_cv=0.02),
-           make_result("onnx-int8", 6.0, round_cv=0.10), make_result("int8-dynamic", 22.0),
-           make_result("litert-int8", 5.0)]
+def test_compare_judges_by_intervals_and_flags_lost_variants():
+    old = [make_result("fp32-eager", 20.0), make_result("onnx-fp32", 10.0, ci=0.02),
+           make_result("onnx-int8", 6.0, ci=0.15), make_result("int8-dynamic", 22.0),
+           make_result("litert-int8", 5.0), make_result("executorch-int8", 5.0)]
     new = [make_result("fp32-eager", 20.4),
-           make_result("onnx-fp32", 12.0, round_cv=0.02),  # +20 %, noise 2×√(2²+2²) = 5.7 %
-           make_result("onnx-int8", 7.5, round_cv=0.10),  # +25 % but the runs drifted: noise 28.3 %
+           make_result("onnx-fp32", 12.0, ci=0.02),  # +20 %, intervals 9.8–10.2 and 11.76–12.24: apart
+           make_result("onnx-int8", 7.5, ci=0.15),  # +25 %, but 5.1–6.9 and 6.375–8.625 overlap
            make_result("int8-dynamic", 15.0),  # −31.8 %
-           make_result("litert-int8", 5.0, status="FAILED")]
+           make_result("litert-int8", 5.0, status="FAILED"),  # ok -> FAILED
+           make_result("executorch-int8", 0, status="skipped")]  # ok -> skipped
     result = compare.compare(old, new, threshold_pct=10)
     by_variant = {c.variant: c for c in result.changes}
     assert by_variant["onnx-fp32"].change_pct == pytest.approx(20.0)
-    assert by_variant["onnx-fp32"].noise_pct == pytest.approx(2 * (0.02 ** 2 * 2) ** 0.5 * 100)
     assert by_variant["onnx-fp32"].verdict == "REGRESSED"
-    assert by_variant["onnx-int8"].noise_pct == pytest.approx(28.28, abs=0.01)
-    assert by_variant["onnx-int8"].verdict == "unchanged (within noise)"
+    assert by_variant["onnx-int8"].verdict == "unchanged (intervals overlap)"
     assert by_variant["int8-dynamic"].verdict == "improved"
-    assert by_variant["fp32-eager"].verdict == "unchanged (within noise)"
-    assert [c.variant for c in result.regressions] == ["onnx-fp32"]
+    assert by_variant["fp32-eager"].verdict == "unchanged (intervals overlap)"
+    assert [(x.variant, x.new_status) for x in result.lost] == [("litert-int8", "FAILED"),
+                                                                  ("executorch-int8", "skipped")]
+    assert [getattr(c, "variant") for c in result.regressions] == ["onnx-fp32", "litert-int8", "executorch-int8"]
     assert [c.variant for c in result.improvements] == ["int8-dynamic"]
-    assert result.not_compared == ["litert-int8@1t: FAILED in NEW"]
     text = compare.render(result)
-    assert "| `onnx-fp32`" in text and "+20.0 %" in text and "REGRESSED" in text
+    assert "| `onnx-fp32`" in text and "+20.0 %" in text and "REGRESSED: FAILED now" in text
 
 
 def test_compare_change_below_threshold_is_not_a_regression():
-    # +8 % is beyond a quiet machine's noise (2.8 %) but below the 10 % threshold.
-    result = compare.compare([make_result("onnx-fp32", 10.0, round_cv=0.01)],
-                             [make_result("onnx-fp32", 10.8, round_cv=0.01)])
+    # +8 % with intervals apart (±1 %) is real but below the 10 % threshold.
+    result = compare.compare([make_result("onnx-fp32", 10.0, ci=0.01)], [make_result("onnx-fp32", 10.8, ci=0.01)])
     assert result.changes[0].verdict == "unchanged (beyond noise, below threshold)"
     assert not result.regressions
 
@@ -207,7 +212,7 @@ def test_invoke_compare_exit_code(tmp_path):
     slower = run_compare(tmp_path / "old", tmp_path / "new")
     assert slower.returncode == 1, slower.stdout + slower.stderr
     assert "REGRESSED" in slower.stdout
-    assert "slower beyond 10 % and the noise: onnx-fp32@1t +15.0 %" in slower.stderr
+    assert "onnx-fp32@1t +15.0 %" in slower.stderr
 
     lenient = run_compare(tmp_path / "old", tmp_path / "new", "--threshold", "20")
     assert lenient.returncode == 0, lenient.stdout + lenient.stderr

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mobilenet import accuracy, timing, variants
-from mobilenet.fsutil import atomic_path, is_fresh, record_stamp
+from mobilenet.fsutil import atomic_path
 from mobilenet.settings import Settings, parse_threads
 
 
@@ -56,25 +56,6 @@ def test_settings_env_and_options(monkeypatch, tmp_path):
     assert settings.build_dir == tmp_path and settings.threads == (1, 2)
     assert settings.with_options(threads="all", only=None).threads == (os.cpu_count(),)
     assert settings.with_options(only=None).only is None
-
-
-def _touch(path, mtime):
-    path.write_text("x")
-    os.utime(path, (mtime, mtime))
-
-
-def test_freshness_rules(tmp_path):
-    src, out, stamp = tmp_path / "in", tmp_path / "out", tmp_path / "stamp.json"
-    _touch(src, 1000)
-    assert is_fresh([out], [src], {"a": 1}, stamp) == (False, "missing out")
-    _touch(out, 2000)
-    assert is_fresh([out], [src], {"a": 1}, stamp)[0] is False  # never recorded
-    record_stamp(stamp, {"a": 1})
-    assert is_fresh([out], [src], {"a": 1}, stamp) == (True, "up to date")
-    assert is_fresh([out], [src], {"a": 2}, stamp) == (False, "settings changed")
-    _touch(src, 3000)
-    fresh, reason = is_fresh([out], [src], {"a": 1}, stamp)
-    assert not fresh and "newer" in reason
 
 
 def test_atomic_path_keeps_old_file_on_failure(tmp_path):

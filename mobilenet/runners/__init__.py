@@ -18,8 +18,9 @@ class RuntimeUnavailable(RuntimeError):
 
 
 class Runner(Protocol):
-    #: thread count the runtime reports it actually uses (recorded next to the request)
-    threads_effective: int
+    #: thread count read back from the runtime (recorded next to the request); None where
+    #: the runtime cannot tell
+    threads_effective: int | None
 
     def load(self, path: Path) -> None:
         """Load the artifact; everything needed for the first call happens here."""

@@ -34,7 +34,9 @@ class Runner:
     def __init__(self, threads: int, engine: str | None = None):
         # `engine` is a torch quantized-engine name; it has no meaning for LiteRT.
         self.threads = int(threads)
-        self.threads_effective = self.threads
+        # The interpreter takes num_threads but has no call that reports what it uses, so
+        # the recorded fact is "unknown" (shown as requested), never the request echoed.
+        self.threads_effective = None
         self.path: Path | None = None
         self.interpreter = None
 

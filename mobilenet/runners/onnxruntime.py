@@ -11,7 +11,7 @@ class Runner:
     def __init__(self, threads: int, engine: str | None = None):
         # `engine` names a torch quantized engine; ONNX Runtime picks its kernels itself.
         self.threads = int(threads)
-        self.threads_effective = self.threads
+        self.threads_effective = None  # read back from the session once it exists
         self.path: Path | None = None
         self.session = None
         self.input_name = None
