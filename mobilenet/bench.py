@@ -130,7 +130,8 @@ def _result(variant: Variant, meta: dict, sessions: list[dict[str, Take]], threa
     env = Environment(**env_base, threads_requested=threads, threads_effective=first.get("threads_effective"),
                       quantized_engine=variant.engine, runtime_versions=first.get("versions", {}))
     common = dict(variant=variant.id, runtime=variant.runtime, precision=variant.precision, summary=variant.summary,
-                  threads=threads, env=env, build=meta, deprecated=variant.deprecated,
+                  threads=threads, env=env, build=meta,
+                  runtime_version=first.get("versions", {}).get(first.get("package", "")), deprecated=variant.deprecated,
                   preprocess_ms=data.preprocess_ms,
                   inputs={"artifact_sha256": meta.get("artifact_sha256"), "data_sha256": data.fingerprint})
     if meta.get("status") in (SKIPPED, FAILED):  # decided at build time: nothing to time

@@ -178,10 +178,12 @@ def _score(variant: Variant, artifact: Path, settings: Settings, data: Prepared,
     """Logits of every evaluation photo, from the variant's runner in a fresh worker process.
 
     A fresh process keeps each runtime's global state (quantized engine, ExecuTorch's
-    thread pool) from leaking between variants, and a crash from killing the step.
+    thread pool) from leaking between variants, and a crash from killing the step. One
+    thread: logits do not depend on it, and a multi-threaded runtime on a busy machine
+    waits for its descheduled threads (seen here: 10x slower checks at 2 threads, load 10).
     """
     from mobilenet.worker import WorkerProcess
-    worker = WorkerProcess(variant, artifact, os.cpu_count() or 1, data.eval.path, logits_out,
+    worker = WorkerProcess(variant, artifact, 1, data.eval.path, logits_out,
                            warmup=0, log_path=settings.logs_dir / f"check-{variant.id}.log")
     try:
         worker.finish()

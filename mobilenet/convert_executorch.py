@@ -93,11 +93,8 @@ def export_int8(ctx, out: Path) -> dict:
     with output_to_log(ctx.log, "pt2e prepare"):
         prepared = prepare_pt2e(torch.export.export(model, (example,)).module(), quantizer)
 
-    started, photos = time.perf_counter(), 0
-    with torch.no_grad():
-        for image in ctx.calibration():
-            prepared(torch.from_numpy(image))
-            photos += 1
+    started = time.perf_counter()
+    photos = ctx.calibrate(prepared)
     if photos == 0:
         raise ValueError("executorch int8: no calibration photos")
     ctx.log.debug("executorch int8: calibrated on %d photos in %.1f s", photos,

@@ -130,11 +130,8 @@ def convert_int8(ctx, out: Path, observer: str | None = None) -> dict:
         quantizer = _quantizer(observer)
         graph = torch.export.export(ctx.fp32_model(), (example,)).module()
         prepared = prepare_pt2e(graph, quantizer)
-    calibration_started, photos = time.perf_counter(), 0
-    with torch.no_grad():
-        for image in ctx.calibration():
-            prepared(torch.from_numpy(image))
-            photos += 1
+    calibration_started = time.perf_counter()
+    photos = ctx.calibrate(prepared)
     if not photos:
         raise ValueError("no calibration photos")
     calibration_s = time.perf_counter() - calibration_started

@@ -155,3 +155,24 @@ def hold_build_lock(build_dir: Path) -> None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     _HELD_LOCKS[key] = fd  # kept open for the life of the process: closing it would unlock
+
+
+class StorageError(ValueError):
+    """The disk said no (full, read-only, no permission): one line naming the path."""
+
+
+@contextlib.contextmanager
+def io_errors():
+    """Turn an OSError from writing outputs into one line that names the path and the cause.
+
+    Writes go through atomic_path, so whatever was built before the error is still in place.
+    """
+    import errno
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT):
+            raise
+        path = exc.filename or "the build folder"
+        raise StorageError(f"cannot write {path}: {exc.strerror}. Free space or fix the permissions, or "
+                           f"point MOBILENET_BUILD_DIR at another folder; nothing built before was lost") from None

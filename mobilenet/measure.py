@@ -156,14 +156,14 @@ class _Named:
     """The three fields of a registry Variant a worker needs, from a plan file."""
 
     def __init__(self, data: dict):
-        self.id, self.runtime, self.engine = data["id"], data["runtime"], data.get("engine")
+        self.id, self.runtime, self.runner = data["id"], data["runtime"], data.get("runner", {})
 
 
 def main(argv: list[str]) -> int:
     """PLAN.json -> OUT.json: {"sessions": [{variant id: Take as dict}, ...]}.
 
     PLAN: {"plan": SessionPlan fields, "sessions": N,
-           "variants": [{"id", "runtime", "engine", "artifact"}, ...]}
+           "variants": [{"id", "runtime", "runner" (options), "artifact"}, ...]}
     """
     plan_path, out_path = map(Path, argv)
     spec = json.loads(plan_path.read_text())

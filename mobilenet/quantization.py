@@ -33,11 +33,7 @@ def static(ctx, out: Path) -> dict:
     model.fuse_model(is_qat=False)
     model.qconfig = torch.ao.quantization.get_default_qconfig(engine)
     torch.ao.quantization.prepare(model, inplace=True)
-    photos = 0
-    with torch.no_grad():
-        for image in ctx.calibration():
-            model(torch.from_numpy(image))
-            photos += 1
+    photos = ctx.calibrate(model)
     torch.ao.quantization.convert(model, inplace=True)
     with torch.no_grad():
         traced = torch.jit.trace(model, ctx.example())

@@ -76,11 +76,7 @@ def _energy(r: Result) -> str:
 
 
 def _runtime_version(r: Result) -> str:
-    versions = r.env.runtime_versions or {}
-    for key in ("onnxruntime", "ai-edge-litert", "executorch", "torch"):
-        if key in versions:
-            return versions[key]
-    return ""
+    return r.runtime_version or ""
 
 
 def _tied_with(best: Result, others: list[Result]) -> list[Result]:

@@ -66,6 +66,7 @@ class Result:
     summary: str
     threads: int
     env: Environment
+    runtime_version: str | None = None  # of the package that runs the artifact (its Runner.package)
     size_mb: float | None = None
     load_ms: float | None = None  # first session, where every worker loads alone
     first_inference_ms: float | None = None

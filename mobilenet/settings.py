@@ -1,90 +1,215 @@
-"""One place that turns environment variables and task options into settings.
+"""One schema for every setting: its type, its MOBILENET_* variable, its help, and whether it
+travels to remote hosts. Settings, task help, validation and remote-bench all read it.
 
 Invoke calls pre-tasks without arguments, so options that must reach the whole chain
 (weights, mirror, image counts, build folder) are read from MOBILENET_* environment
-variables; an option given to a task overrides them for that task.
+variables; an option given to a task overrides them for that task. Every value is checked
+up front and a bad one stops with one line naming the variable or option and the accepted
+form, before anything is deleted, downloaded or built.
 """
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass, field, fields, replace
+import urllib.parse
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _env(name: str, default=None):
-    value = os.environ.get(f"MOBILENET_{name}")
-    return default if value in (None, "") else value
+class SettingError(ValueError):
+    pass
 
 
-def _env_bool(name: str) -> bool:
-    return str(_env(name, "")).lower() in {"1", "true", "yes", "on"}
-
+# ---------------------------------------------------------------- value kinds
 
 def parse_threads(spec: str | int) -> tuple[int, ...]:
     """'1', '1,2' or 'all' (every logical core) -> (1,), (1, 2), (os.cpu_count(),)."""
-    text = str(spec).strip().lower()
     counts = []
-    for part in text.split(","):
+    for part in str(spec).strip().lower().split(","):
         part = part.strip()
         if part == "all":
             counts.append(os.cpu_count() or 1)
         elif part.isdigit() and int(part) > 0:
             counts.append(int(part))
         else:
-            raise ValueError(f"threads: expected '1', '1,2' or 'all', got {spec!r}")
+            raise ValueError("expected thread counts such as 1, 1,2 or all")
     return tuple(dict.fromkeys(counts))
+
+
+def _integer(minimum: int) -> Callable[[str], int]:
+    def parse(text) -> int:
+        text = str(text).strip()
+        if not text.lstrip("-").isdigit() or int(text) < minimum:
+            raise ValueError(f"expected a whole number >= {minimum}")
+        return int(text)
+    return parse
+
+
+def _positive_seconds(text) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("expected a positive number of seconds, e.g. 10 or 0.5")
+    return value
+
+
+def _flag(text) -> bool:
+    if isinstance(text, bool):
+        return text
+    word = str(text).strip().lower()
+    if word in {"1", "true", "yes", "on"}:
+        return True
+    if word in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("expected 1 or 0 (true/false, yes/no)")
+
+
+def _http_url(text) -> str:
+    url = str(text).strip()
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError("expected an http:// or https:// URL with a host, e.g. http://127.0.0.1:8765")
+    return url.rstrip("/")
+
+
+def _text(text) -> str:
+    return str(text)
+
+
+# ---------------------------------------------------------------- the schema
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # the Settings field and the task option (--min-seconds for min_seconds)
+    parse: Callable
+    default: object
+    help: str
+    to_hosts: bool = False  # passed on to remote-bench hosts as MOBILENET_<NAME>
+
+    @property
+    def env(self) -> str:
+        return f"MOBILENET_{self.name.upper()}"
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("build_dir", Path, REPO_ROOT / "build", "where outputs go (default build/)"),
+    Option("images_root", Path, REPO_ROOT / "calib_images", "where photos are kept (default calib_images/)"),
+    Option("manifest", Path, None, "the photo manifest (default <images_root>/manifest.csv)"),
+    Option("weights", _text, None, "local MobileNet-V2 state_dict (default: torchvision's download)", True),
+    Option("random_weights", _flag, False, "random weights: latency only, accuracy meaningless", True),
+    Option("mirror", _http_url, None, "base URL serving the manifest's files", True),
+    Option("local_images", _text, None, "your own folder of photos instead of the manifest"),
+    Option("local_labels", _text, None, "CSV filename,label for --local-images"),
+    Option("calib_count", _integer(1), 50, "calibration photos", True),
+    Option("eval_count", _integer(1), 200, "evaluation photos", True),
+    Option("threads", parse_threads, (1,), "thread counts: 1, 1,2 or all", True),
+    Option("only", _text, None, "variant globs, e.g. 'onnx-*,int8-*'", True),
+    Option("sessions", _integer(1), 5, "fresh processes per variant (intervals need 2 or more)", True),
+    Option("warmup", _integer(0), 10, "untimed calls per process before timing", True),
+    Option("min_runs", _integer(1), 200, "timed calls per variant over all sessions, at least", True),
+    Option("min_seconds", _positive_seconds, 10.0, "timed seconds per variant over all sessions, at least", True),
+    Option("burst", _integer(1), 10, "calls per burst in the interleaved rounds", True),
+    Option("tag", _text, None, "machine id in results (default hostname + CPU model)"),
+    Option("quiet", _flag, False, "no progress bars or step messages (warnings and errors stay)"),
+)
+BY_NAME = {o.name: o for o in OPTIONS}
+
+
+def parse(option: Option, value, source: str):
+    try:
+        return option.parse(value)
+    except ValueError as exc:
+        raise SettingError(f"{source}={value!r}: {exc}") from None
+
+
+def task_help(*names: str) -> dict[str, str]:
+    """Invoke's help dict for these options: the schema's text plus its variable."""
+    return {name: f"{BY_NAME[name].help} (env {BY_NAME[name].env})" for name in names}
+
+
+def host_env(values: dict, environ=os.environ) -> dict[str, str]:
+    """MOBILENET_* for remote hosts: this shell's, then the task's options, validated here
+    so that a typo fails before any host is contacted."""
+    env = {}
+    for option in OPTIONS:
+        if not option.to_hosts:
+            continue
+        raw = values.get(option.name)
+        if raw is None:
+            raw = environ.get(option.env) or None
+            source = option.env
+        else:
+            source = f"--{option.name.replace('_', '-')}"
+        if raw is None:
+            continue
+        parse(option, raw, source)  # checked here; passed on as written ('all' means each host's cores)
+        env[option.env] = "1" if raw is True else str(raw)
+    return env
+
+
+# ---------------------------------------------------------------- settings
+
+_FROM_ENV = object()  # a field not given to Settings(...) comes from its variable or the schema's default
 
 
 @dataclass(frozen=True)
 class Settings:
-    build_dir: Path = field(default_factory=lambda: Path(_env("BUILD_DIR", REPO_ROOT / "build")))
-    images_dir: Path = field(default_factory=lambda: Path(_env("IMAGES_ROOT", REPO_ROOT / "calib_images")))
-    manifest: Path | None = field(default_factory=lambda: _env("MANIFEST"))
-    # Where the model comes from: torchvision's download (default), a local state_dict, or random.
-    weights: str | None = field(default_factory=lambda: _env("WEIGHTS"))
-    random_weights: bool = field(default_factory=lambda: _env_bool("RANDOM_WEIGHTS"))
-    # Images: a mirror base URL for the manifest's files, or the user's own folder.
-    mirror: str | None = field(default_factory=lambda: _env("MIRROR"))
-    local_images: str | None = field(default_factory=lambda: _env("LOCAL_IMAGES"))
-    local_labels: str | None = field(default_factory=lambda: _env("LOCAL_LABELS"))
-    calib_count: int = field(default_factory=lambda: int(_env("CALIB_COUNT", 50)))
-    eval_count: int = field(default_factory=lambda: int(_env("EVAL_COUNT", 200)))
-    # Bench
-    threads: tuple[int, ...] = field(default_factory=lambda: parse_threads(_env("THREADS", "1")))
-    only: str | None = field(default_factory=lambda: _env("ONLY"))
-    sessions: int = field(default_factory=lambda: int(_env("SESSIONS", 5)))
-    warmup: int = field(default_factory=lambda: int(_env("WARMUP", 10)))
-    min_runs: int = field(default_factory=lambda: int(_env("MIN_RUNS", 200)))
-    min_seconds: float = field(default_factory=lambda: float(_env("MIN_SECONDS", 10)))
-    burst: int = field(default_factory=lambda: int(_env("BURST", 10)))
-    tag: str | None = field(default_factory=lambda: _env("TAG"))
-    quiet: bool = field(default_factory=lambda: _env_bool("QUIET"))
+    """Settings() reads every MOBILENET_* variable (validated); with_options() applies a task's."""
+    build_dir: Path = _FROM_ENV
+    images_root: Path = _FROM_ENV
+    manifest: Path = _FROM_ENV
+    weights: str | None = _FROM_ENV
+    random_weights: bool = _FROM_ENV
+    mirror: str | None = _FROM_ENV
+    local_images: str | None = _FROM_ENV
+    local_labels: str | None = _FROM_ENV
+    calib_count: int = _FROM_ENV
+    eval_count: int = _FROM_ENV
+    threads: tuple[int, ...] = _FROM_ENV
+    only: str | None = _FROM_ENV
+    sessions: int = _FROM_ENV
+    warmup: int = _FROM_ENV
+    min_runs: int = _FROM_ENV
+    min_seconds: float = _FROM_ENV
+    burst: int = _FROM_ENV
+    tag: str | None = _FROM_ENV
+    quiet: bool = _FROM_ENV
 
     def __post_init__(self):
+        for option in OPTIONS:
+            if getattr(self, option.name) is _FROM_ENV:
+                raw = os.environ.get(option.env)
+                value = option.default if raw in (None, "") else parse(option, raw, option.env)
+                object.__setattr__(self, option.name, value)
         if self.manifest is None:
-            object.__setattr__(self, "manifest", self.images_dir / "manifest.csv")
-        for name in ("build_dir", "images_dir", "manifest"):
+            object.__setattr__(self, "manifest", Path(self.images_root) / "manifest.csv")
+        for name in ("build_dir", "images_root", "manifest"):
             object.__setattr__(self, name, Path(getattr(self, name)))
+        from mobilenet.variants import select
+        try:
+            select(self.only)
+        except ValueError as exc:
+            raise SettingError(str(exc)) from None
 
     def with_options(self, **options) -> "Settings":
-        """Apply task options; None means 'not given on the command line'."""
-        known = {f.name for f in fields(self)}
-        given = {k: v for k, v in options.items() if v is not None and k in known}
-        for name, value in given.items():
-            # Invoke passes options without a typed default as strings.
-            current = getattr(self, name)
-            if isinstance(current, bool) and isinstance(value, str):
-                given[name] = value.lower() in {"1", "true", "yes", "on"}
-            elif isinstance(current, (int, float)) and not isinstance(current, bool):
-                given[name] = type(current)(value)
-        if "threads" in given:
-            given["threads"] = parse_threads(given["threads"])
-        for name in ("build_dir", "images_dir", "manifest"):
-            if name in given:
-                given[name] = Path(given[name])
+        """Apply task options (None: not given), each validated like its variable."""
+        given = {}
+        for name, value in options.items():
+            if value is None or name not in BY_NAME:
+                continue
+            option = BY_NAME[name]
+            flag = isinstance(value, bool) and option.parse is _flag
+            given[name] = value if flag else parse(option, value, f"--{name.replace('_', '-')}")
         return replace(self, **given)
+
+    @property
+    def images_dir(self) -> Path:
+        return self.images_root
 
     @property
     def models_dir(self) -> Path:

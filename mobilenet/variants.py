@@ -22,11 +22,16 @@ class Variant:
     step: str  # the task that builds it
     builder: str  # "module:function" called by mobilenet.build
     summary: str
-    engine: str | None = None  # torch quantized engine the artifact needs (set before loading)
+    runner: dict = field(default_factory=dict, hash=False)  # keyword options for the runtime's Runner
     options: dict = field(default_factory=dict, hash=False)  # builder settings, recorded in results
     deprecated: str | None = None  # why it is deprecated and what replaces it
     tuning: str | None = None  # for INT8: what was tried and why these settings won
     companions: tuple[str, ...] = ()  # suffixes of files the artifact needs beside it (".bin")
+
+    @property
+    def engine(self) -> str | None:
+        """The torch quantized engine the artifact needs, for the torch runners (None elsewhere)."""
+        return self.runner.get("engine")
 
     def artifact_path(self, models_dir: Path) -> Path:
         return Path(models_dir) / self.artifact
@@ -63,18 +68,18 @@ VARIANTS: tuple[Variant, ...] = (
             deprecated=LITE_DEPRECATED),
     Variant("int8-dynamic", "torchscript", "int8", "int8-dynamic.pt", "quantize-dynamic",
             "mobilenet.quantization:dynamic", "torch.ao dynamic quantization (Linear layers), TorchScript",
-            engine="x86", deprecated=AO_DEPRECATED,
+            runner={"engine": "x86"}, deprecated=AO_DEPRECATED,
             tuning="only nn.Linear is quantized (dynamic quantization has no conv kernels), "
                    "so the convolutions stay FP32: smaller file, little speed-up."),
     Variant("int8-static-fbgemm", "torchscript", "int8", "int8-static-fbgemm.pt", "quantize-static",
             "mobilenet.quantization:static", "torch.ao static PTQ, x86 fbgemm engine, TorchScript",
-            engine="fbgemm", options={"qconfig": "fbgemm", "per_channel": True},
+            runner={"engine": "fbgemm"}, options={"qconfig": "fbgemm", "per_channel": True},
             deprecated=AO_DEPRECATED,
             tuning="Conv+BN+ReLU fused, the engine's default qconfig (per-channel weights, "
                    "histogram activations, reduce_range for x86), 50 calibration photos."),
     Variant("int8-static-qnnpack", "torchscript", "int8", "int8-static-qnnpack.pt", "quantize-static",
             "mobilenet.quantization:static", "torch.ao static PTQ, ARM qnnpack engine, TorchScript",
-            engine="qnnpack", options={"qconfig": "qnnpack", "per_channel": False},
+            runner={"engine": "qnnpack"}, options={"qconfig": "qnnpack", "per_channel": False},
             deprecated=AO_DEPRECATED,
             tuning="Conv+BN+ReLU fused, qnnpack's default qconfig (per-tensor weights), "
                    "50 calibration photos; qnnpack's kernels target ARM, so x86 timings undersell it."),
@@ -101,9 +106,25 @@ VARIANTS: tuple[Variant, ...] = (
                    "(min/max tried: 92 % vs 94 % agreement on 50 photos)."),
 )
 
-# The order in which build steps run; each is a task in tasks.py.
-BUILD_STEPS = ("export", "quantize-dynamic", "quantize-static",
-               "convert-onnx", "convert-litert", "convert-executorch")
+@dataclass(frozen=True)
+class Step:
+    """A build step: an invoke task made from this entry (tasks.py), run before bench."""
+    name: str
+    doc: str
+    needs: tuple[str, ...] = ("export",)  # steps whose outputs it reads; export reads the photos
+
+
+STEPS: tuple[Step, ...] = (
+    Step("export", "FP32 eager state_dict, traced TorchScript and PyTorch Mobile (.ptl), each checked against eager.",
+         needs=()),
+    Step("quantize-dynamic", "INT8 dynamic quantization (torch.ao), saved as TorchScript."),
+    Step("quantize-static", "INT8 static quantization calibrated on real photos, for the fbgemm (x86) and "
+                            "qnnpack (ARM) engines."),
+    Step("convert-onnx", "ONNX (dynamo exporter) FP32, and ONNX Runtime static QDQ INT8."),
+    Step("convert-litert", "LiteRT (TensorFlow Lite) FP32 and INT8 via litert-torch."),
+    Step("convert-executorch", "ExecuTorch .pte, FP32 and PT2E INT8, lowered to XNNPACK."),
+)
+BUILD_STEPS = tuple(step.name for step in STEPS)
 
 
 _POSITION = {v.id: i for i, v in enumerate(VARIANTS)}

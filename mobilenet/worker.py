@@ -47,7 +47,7 @@ class WorkerProcess:
             [sys.executable, "-m", "mobilenet.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=self._log, env=env, text=True, bufsize=1, cwd=Path(__file__).resolve().parent.parent)
         self.ready: dict = {}
-        self._send(runtime=variant.runtime, engine=variant.engine, artifact=str(artifact),
+        self._send(runtime=variant.runtime, options=variant.runner, artifact=str(artifact),
                    threads=threads, eval_npy=str(eval_npy), warmup=warmup,
                    logits_out=None if logits_out is None else str(logits_out))
         if wait:
@@ -129,7 +129,7 @@ def _cpu_s() -> float:
 def serve(inp, out) -> None:
     from mobilenet.npyimages import NpyImages
     from mobilenet.logs import quiet_deprecations
-    from mobilenet.runners import RuntimeUnavailable, make_runner, runtime_versions
+    from mobilenet.runners import RuntimeUnavailable, make_runner
     from mobilenet.timing import time_calls
 
     def reply(**message):
@@ -140,7 +140,7 @@ def serve(inp, out) -> None:
     init = json.loads(inp.readline())
     images = NpyImages(Path(init["eval_npy"]))
     try:
-        runner = make_runner(init["runtime"], init["threads"], init.get("engine"))
+        runner = make_runner(init["runtime"], init["threads"], init.get("options"))
         start = time.perf_counter()
         runner.load(Path(init["artifact"]))
         load_ms = (time.perf_counter() - start) * 1000
@@ -155,7 +155,7 @@ def serve(inp, out) -> None:
             np.save(init["logits_out"], logits)
         time_calls(runner.run, timing_image, init["warmup"])
         reply(ok=True, load_ms=load_ms, first_inference_ms=first_ms, size_bytes=runner.size_bytes(),
-              threads_effective=runner.threads_effective, versions=runtime_versions(init["runtime"]),
+              threads_effective=runner.threads_effective, versions=runner.versions(), package=runner.package,
               cpu_affinity=sorted(os.sched_getaffinity(0)))
     except RuntimeUnavailable as exc:
         reply(skipped=str(exc))

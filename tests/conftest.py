@@ -110,7 +110,7 @@ def tiny_env(tmp_path_factory, mirror_url) -> dict:
         "MOBILENET_WEIGHTS": str(WEIGHTS), "MOBILENET_MIRROR": mirror_url,
         "MOBILENET_CALIB_COUNT": "8", "MOBILENET_EVAL_COUNT": "40",
         "MOBILENET_MIN_RUNS": "10", "MOBILENET_MIN_SECONDS": "0.2", "MOBILENET_WARMUP": "2",
-        "MOBILENET_BURST": "5", "MOBILENET_QUIET": "1",
+        "MOBILENET_BURST": "5", "MOBILENET_SESSIONS": "2", "MOBILENET_QUIET": "1",
     })
     return env
 

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import REPO
 from mobilenet import accuracy, report
-from mobilenet.fsutil import BuildFolderBusy, hold_build_lock, is_fresh, record_stamp
+from mobilenet.fsutil import hold_build_lock, is_fresh, record_stamp
 from mobilenet.results import ResultsError, cpu_flags, load_results, write_result
 from mobilenet.timing import session_interval, t975
 from test_report import make_result

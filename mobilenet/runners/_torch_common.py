@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torchvision
 
 from mobilenet.logs import quiet_deprecations
+from mobilenet.runners import BaseRunner, RuntimeUnavailable
 
 
 def configure(threads: int, engine: str | None) -> int:
@@ -19,30 +19,22 @@ def configure(threads: int, engine: str | None) -> int:
     torch.set_num_threads(threads)
     if engine:
         if engine not in torch.backends.quantized.supported_engines:
-            from mobilenet.runners import RuntimeUnavailable
             raise RuntimeUnavailable(f"quantized engine {engine!r} is not in this torch build "
                                      f"({torch.backends.quantized.supported_engines})")
         torch.backends.quantized.engine = engine
     return torch.get_num_threads()
 
 
-def versions() -> dict[str, str]:
-    return {"torch": torch.__version__, "torchvision": torchvision.__version__}
-
-
-
-class TorchRunner:
-    """Threads, engine, run and size for every PyTorch form; subclasses only load."""
+class TorchRunner(BaseRunner):
+    """Threads, engine and run for every PyTorch form; subclasses only load."""
+    package = "torch"
+    extra_packages = ("torchvision",)
 
     def __init__(self, threads: int, engine: str | None = None):
+        super().__init__(threads)
         self.threads_effective = configure(threads, engine)
-        self.path = None
         self.module = None
 
     def run(self, image: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return self.module(torch.from_numpy(image)).numpy()
-
-    def size_bytes(self) -> int:
-        from mobilenet.runners import file_size
-        return file_size(self.path)

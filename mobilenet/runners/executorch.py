@@ -9,12 +9,12 @@ A later Runner asking for a different count is refused rather than allowed to cr
 from __future__ import annotations
 
 import logging
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from mobilenet.logs import output_to_log
+from mobilenet.runners import BaseRunner
 
 log = logging.getLogger("mobilenet.runners.executorch")
 
@@ -47,10 +47,11 @@ def _size_threadpool(threads: int) -> int:
     return int(portable_lib._threadpool_get_thread_count())
 
 
-class Runner:
-    def __init__(self, threads: int, engine: str | None = None):
-        # `engine` selects a torch quantized engine for TorchScript artifacts; a .pte carries
-        # its kernels (XNNPACK) inside, so there is nothing to select.
+class Runner(BaseRunner):
+    package = "executorch"
+
+    def __init__(self, threads: int):
+        super().__init__(threads)
         self.threads_effective = _size_threadpool(threads)
         self.path: Path | None = None
         self.program = None
@@ -58,6 +59,7 @@ class Runner:
 
     def load(self, path: Path) -> None:
         self.path = Path(path)
+        self.files = [self.path]
         with output_to_log(log, f"executorch load {self.path.name}"):
             # Kept on self so the program outlives every call of its method.
             self.program = Runtime.get().load_program(self.path)
@@ -69,11 +71,3 @@ class Runner:
         # after the next call.
         (logits,) = self.method.execute((tensor,))
         return logits.numpy()
-
-    def size_bytes(self) -> int:
-        from mobilenet.runners import file_size
-        return file_size(self.path)
-
-
-def versions() -> dict[str, str]:
-    return {"executorch": metadata.version("executorch")}

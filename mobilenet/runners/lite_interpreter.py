@@ -5,10 +5,11 @@ from pathlib import Path
 
 from torch.jit.mobile import _load_for_lite_interpreter
 
-from mobilenet.runners._torch_common import TorchRunner, versions  # noqa: F401
+from mobilenet.runners._torch_common import TorchRunner
 
 
 class Runner(TorchRunner):
     def load(self, path: Path) -> None:
         self.path = Path(path)
+        self.files = [self.path]
         self.module = _load_for_lite_interpreter(str(self.path))

@@ -6,11 +6,12 @@ import os
 # Set before the interpreter's native code loads: it reads these once, at import.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from importlib import metadata  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
+
+from mobilenet.runners import BaseRunner  # noqa: E402
 
 NCHW = (1, 3, 224, 224)
 NHWC = (1, 224, 224, 3)
@@ -30,18 +31,20 @@ def _dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
     return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
-class Runner:
-    def __init__(self, threads: int, engine: str | None = None):
-        # `engine` is a torch quantized-engine name; it has no meaning for LiteRT.
-        self.threads = int(threads)
-        # The interpreter takes num_threads but has no call that reports what it uses, so
-        # the recorded fact is "unknown" (shown as requested), never the request echoed.
-        self.threads_effective = None
+class Runner(BaseRunner):
+    # The interpreter takes num_threads but has no call that reports what it uses, so
+    # threads_effective stays None (shown as requested), never the request echoed.
+    package = "ai-edge-litert"
+    extra_packages = ("litert-torch",)  # the converter, when installed (not on devices)
+
+    def __init__(self, threads: int):
+        super().__init__(threads)
         self.path: Path | None = None
         self.interpreter = None
 
     def load(self, path: Path) -> None:
         self.path = Path(path)
+        self.files = [self.path]
         # XNNPACK is applied by default and honours num_threads.
         self.interpreter = Interpreter(model_path=str(self.path), num_threads=self.threads)
         self.interpreter.allocate_tensors()
@@ -70,18 +73,3 @@ class Runner:
         if self._quantized_output:
             return _dequantize(y, self._output)
         return y.astype(np.float32, copy=False)
-
-    def size_bytes(self) -> int:
-        from mobilenet.runners import file_size
-        return file_size(self.path)
-
-
-def versions() -> dict[str, str]:
-    # Package metadata only: importing litert_torch takes seconds and pulls in torch.
-    found = {}
-    for package in ("ai-edge-litert", "litert-torch"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    return found

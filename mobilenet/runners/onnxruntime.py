@@ -6,18 +6,22 @@ from pathlib import Path
 import numpy as np
 import onnxruntime  # an ImportError here is reported by runner_module as RuntimeUnavailable
 
+from mobilenet.runners import BaseRunner
 
-class Runner:
-    def __init__(self, threads: int, engine: str | None = None):
-        # `engine` names a torch quantized engine; ONNX Runtime picks its kernels itself.
-        self.threads = int(threads)
-        self.threads_effective = None  # read back from the session once it exists
+
+class Runner(BaseRunner):
+    package = "onnxruntime"
+    extra_packages = ("onnx",)  # the exporter's, when installed (a device has only the runtime)
+
+    def __init__(self, threads: int):
+        super().__init__(threads)  # threads_effective is read back from the session once it exists
         self.path: Path | None = None
         self.session = None
         self.input_name = None
 
     def load(self, path: Path) -> None:
         self.path = Path(path)
+        self.files = [self.path]
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.threads
         # One request at a time: no parallelism across graph nodes, so latency at a
@@ -36,18 +40,3 @@ class Runner:
         image = np.ascontiguousarray(image, dtype=np.float32)
         (logits,) = self.session.run(None, {self.input_name: image})
         return logits
-
-    def size_bytes(self) -> int:
-        from mobilenet.runners import file_size
-        return file_size(self.path)
-
-
-def versions() -> dict[str, str]:
-    found = {"onnxruntime": onnxruntime.__version__}
-    try:
-        import onnx
-    except ImportError:  # a device-like worker may ship the runtime without the onnx package
-        pass
-    else:
-        found["onnx"] = onnx.__version__
-    return found

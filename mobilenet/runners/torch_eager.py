@@ -6,12 +6,13 @@ from pathlib import Path
 import torch
 import torchvision
 
-from mobilenet.runners._torch_common import TorchRunner, versions  # noqa: F401
+from mobilenet.runners._torch_common import TorchRunner
 
 
 class Runner(TorchRunner):
     def load(self, path: Path) -> None:
         self.path = Path(path)
+        self.files = [self.path]
         model = torchvision.models.mobilenet_v2(weights=None)
         model.load_state_dict(torch.load(self.path, weights_only=True))
         self.module = model.eval()

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import torch
 
-from mobilenet.runners._torch_common import TorchRunner, versions  # noqa: F401
+from mobilenet.runners._torch_common import TorchRunner
 
 
 class Runner(TorchRunner):
     def load(self, path: Path) -> None:
         self.path = Path(path)
+        self.files = [self.path]
         self.module = torch.jit.load(str(self.path), map_location="cpu").eval()
