@@ -1,0 +1,95 @@
+"""Operator profiles of one variant, in the process that calls `profile_variant`.
+
+Each runtime has its own module here exposing `profile(runner, variant, artifact, image, calls,
+work_dir) -> Capture`: it runs `calls` profiled inferences with the runtime's own profiler and
+returns the operators of each call in execution order. Timing with the profiler off uses the
+bench's own runner (mobilenet.runners), so the unprofiled p50 is the benchmarked code path.
+"""
+from __future__ import annotations
+
+import importlib
+import statistics
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mobilenet.explain import kinds
+from mobilenet.explain.records import NOT_AVAILABLE, OK, OperatorProfile, OpTime
+from mobilenet.timing import time_calls
+
+# Which module profiles which runtime (mobilenet.runners module name -> module here).
+PROFILER_MODULES = {"torch_eager": "torch", "torchscript": "torch", "lite_interpreter": "torch",
+                    "onnxruntime": "onnxruntime", "executorch": "executorch", "litert": "litert"}
+
+WARMUP_CALLS = 3
+
+
+class ProfilerUnavailable(RuntimeError):
+    """The runtime cannot report per-operator times here; the message says why."""
+
+
+@dataclass
+class Capture:
+    """What a runtime's profiler saw: per call, [(operator name, ms)] in execution order."""
+    profiler: str
+    visibility: str
+    calls: list = field(default_factory=list)
+    profiled_ms: list = field(default_factory=list)  # wall time of each profiled call
+
+
+def aggregate(calls: list) -> tuple[dict, list]:
+    """Mean ms per call by kind, and by operator name (largest first)."""
+    by_kind = defaultdict(float)
+    by_name = {}
+    for ops in calls:
+        for (name, ms), kind in zip(ops, kinds.classify_call(name for name, _ in ops)):
+            by_kind[kind] += ms
+            entry = by_name.setdefault((name, kind), [0, 0.0])
+            entry[0] += 1
+            entry[1] += ms
+    n = max(1, len(calls))
+    kind_ms = {k: by_kind[k] / n for k in kinds.KINDS if by_kind.get(k)}
+    ops = sorted((OpTime(name, kind, round(count / n), total / n)
+                  for (name, kind), (count, total) in by_name.items()), key=lambda o: -o.ms_per_call)
+    return kind_ms, [asdict(o) for o in ops]
+
+
+def profile_variant(variant, artifact: Path, image: np.ndarray, calls: int, work_dir: Path) -> OperatorProfile:
+    """Unprofiled and profiled latency in this process, and the operator breakdown.
+
+    Unprofiled calls run before and after the profiled ones, so a drift of the machine's speed
+    during the run affects both sides alike.
+    """
+    from mobilenet.runners import make_runner
+    base = OperatorProfile(variant=variant.id, runtime=variant.runtime, precision=variant.precision,
+                           status=NOT_AVAILABLE, reason="", profiler="", visibility="", threads=1)
+    runner = make_runner(variant.runtime, 1, variant.runner)
+    runner.load(artifact)
+    time_calls(runner.run, image, WARMUP_CALLS)
+    half = max(1, calls // 2)
+    unprofiled = time_calls(runner.run, image, half)
+    module = importlib.import_module(f"mobilenet.explain.profilers.{PROFILER_MODULES[variant.runtime]}")
+    try:
+        capture = module.profile(runner, variant, Path(artifact), image, calls, Path(work_dir))
+    except ProfilerUnavailable as exc:
+        unprofiled += time_calls(runner.run, image, half)
+        base.reason = str(exc)
+        base.profiler = getattr(module, "PROFILER_NAME", "")
+        base.unprofiled_p50_ms = statistics.median(unprofiled)
+        return base
+    unprofiled += time_calls(runner.run, image, half)
+    kind_ms, ops = aggregate(capture.calls)
+    base.status, base.profiler, base.visibility = OK, capture.profiler, capture.visibility
+    base.profiled_calls = len(capture.calls)
+    base.unprofiled_p50_ms = statistics.median(unprofiled)
+    base.profiled_p50_ms = statistics.median(capture.profiled_ms) if capture.profiled_ms else None
+    base.kind_ms, base.ops = kind_ms, ops
+    return base
+
+
+def not_available(variant, reason: str, profiler: str = "") -> OperatorProfile:
+    """The row of a variant that could not be profiled at all (no artifact, runtime missing)."""
+    return OperatorProfile(variant=variant.id, runtime=variant.runtime, precision=variant.precision,
+                           status=NOT_AVAILABLE, reason=reason, profiler=profiler, visibility="", threads=1)
