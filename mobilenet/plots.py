@@ -193,9 +193,11 @@ def scaling_chart(results: list[Result], path: Path) -> Path:
 
 def write_all(results: list[Result], plots_dir: Path) -> dict[tuple, Path]:
     """Every chart the report embeds, keyed (machine_id, kind, threads); threads is None
-    for the scaling chart. Charts with nothing measured to draw are not made."""
+    for the scaling chart. Charts with nothing measured to draw are not made, and timings
+    from an emulated machine are never charted: they are not measurements."""
     figures = {}
-    for machine, group in group_by(results, lambda r: r.env.machine_id).items():
+    real = [r for r in results if not r.env.emulated]
+    for machine, group in group_by(real, lambda r: r.env.machine_id).items():
         folder = Path(plots_dir) / slug(machine)
         for threads, rows in sorted(group_by(group, lambda r: r.threads).items()):
             if not any(r.measured for r in rows):

@@ -39,8 +39,7 @@ import paramiko
 from invoke.exceptions import UnexpectedExit
 from paramiko.ssh_exception import AuthenticationException, BadHostKeyException, NoValidConnectionsError
 
-from mobilenet.settings import REPO_ROOT, Settings, parse_threads
-from mobilenet.variants import select
+from mobilenet.settings import REPO_ROOT, Settings, host_env
 
 log = logging.getLogger("mobilenet.remote")
 
@@ -68,9 +67,6 @@ DEFAULT_GLOBAL_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2
 HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 
-# Chain settings that travel to every host, from task options or this shell's MOBILENET_*.
-# Paths of this machine's build and image folders mean nothing there, and the tag is per host.
-NOT_PASSED_ON = {"MOBILENET_BUILD_DIR", "MOBILENET_IMAGES_ROOT", "MOBILENET_MANIFEST", "MOBILENET_TAG"}
 
 
 class RemoteError(RuntimeError):
@@ -142,34 +138,17 @@ def parse_hosts(spec: str) -> tuple[Host, ...]:
 
 
 def chain_env(options: dict, environ=os.environ) -> dict[str, str]:
-    """MOBILENET_* for the hosts: this shell's chain settings, then the task's options on top."""
-    env = {k: v for k, v in environ.items() if k.startswith("MOBILENET_") and k not in NOT_PASSED_ON}
-    for name, value in options.items():
-        if value is not None:
-            env[f"MOBILENET_{name.upper()}"] = "1" if value is True else str(value)
+    """MOBILENET_* for the hosts: the settings the schema marks for hosts, from this shell and
+    then the task's options, each validated here (a typo fails before any host is contacted)."""
+    for name in environ:
+        if name.startswith("MOBILENET_") and not ENV_NAME.fullmatch(name):
+            raise ValueError(f"environment variable {name!r} is not a valid name for the hosts' shell "
+                             "(A-Z, 0-9, _): unset it")
+    env = host_env(options, environ)
     # Hosts print only warnings and errors: their output is shown when they fail, and
     # the full story is in build/remote/<host>/logs.
     env["MOBILENET_QUIET"] = "1"
-    _validate(env)
     return env
-
-
-def _validate(env: dict) -> None:
-    """Catch a typo here, not minutes later on every host."""
-    for name in env:
-        if not ENV_NAME.fullmatch(name):
-            raise ValueError(f"environment variable {name!r} is not a valid name for the hosts' shell "
-                             "(A-Z, 0-9, _): unset it")
-    parse_threads(env.get("MOBILENET_THREADS", "1"))  # 'all' stays a word: each host has its own cores
-    select(env.get("MOBILENET_ONLY"))
-    for name, kind in (("CALIB_COUNT", int), ("EVAL_COUNT", int), ("MIN_RUNS", int), ("WARMUP", int),
-                       ("BURST", int), ("MIN_SECONDS", float)):
-        value = env.get(f"MOBILENET_{name}")
-        if value is not None:
-            try:
-                kind(value)
-            except ValueError:
-                raise ValueError(f"{name.lower()}: expected a number, got {value!r}") from None
 
 
 def make_plan(hosts: str, options: dict, *, tag=None, remote_dir=None, remote_venv=None,

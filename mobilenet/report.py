@@ -131,7 +131,8 @@ def environment_block(results: list[Result]) -> str:
     affinity = sorted({cpu for r in results for cpu in r.cpu_affinity})
     load = " → ".join(f"{v:.2f}" for v in env.load_avg_1min) or "—"
     rows = [
-        ["machine", env.machine_id], ["CPU", f"{env.cpu_model}, {env.logical_cores} logical cores"],
+        ["machine", env.machine_id + (" — emulated: not a measurement" if env.emulated else "")],
+        ["CPU", f"{env.cpu_model}, {env.logical_cores} logical cores"],
         ["ISA flags", ", ".join(env.cpu_flags) or "—"], ["frequency governor", env.cpu_governor or "not readable"],
         ["OS", env.os], ["Python", env.python], ["torch / torchvision", f"{env.torch} / {env.torchvision}"],
         ["runtimes", ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) or "—"],
@@ -256,6 +257,8 @@ def _cross_cell(r: Result | None) -> str:
         return "—"
     if not r.measured:
         return r.status
+    if r.env.emulated:
+        return "emulated: not a measurement"
     return f"{r.p50_ms:.2f} ms ({_with_interval(r.speedup_vs_eager, r.speedup_ci, '{:.2f}×')})"
 
 
@@ -286,6 +289,10 @@ def render_machine(results: list[Result], figures: dict | None = None) -> str:
     figures = figures or {}
     machine = results[0].env.machine_id
     parts = [environment_block(results), ""]
+    if results[0].env.emulated:
+        parts += ["**Emulated: not a measurement.** This machine ran under an emulator (qemu-user): its "
+                  "timings say nothing about a real device and are not charted; its accuracy and agreement "
+                  "figures are real.", ""]
     by_threads = group_by(results, lambda r: r.threads)
     for threads in sorted(by_threads):
         group, label = by_threads[threads], plots.threads_label(threads)

@@ -54,6 +54,7 @@ class Environment:
     load_avg_1min: list = field(default_factory=list)  # before and after the run
     steal_pct: float | None = None  # of all CPU time during the run, from /proc/stat
     busy_pct: float | None = None  # the whole machine's non-idle share during the run
+    emulated: bool = False  # timed under an emulator (qemu-user): timings are not measurements
 
 
 @dataclass

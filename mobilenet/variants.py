@@ -158,6 +158,6 @@ def select(pattern: str | None) -> list[Variant]:
     chosen = [v for v in VARIANTS
               if v.id == REFERENCE_ID or any(fnmatch.fnmatch(v.id, g) for g in globs)]
     if len(chosen) == 1 and not any(fnmatch.fnmatch(REFERENCE_ID, g) for g in globs):
-        raise ValueError(f"--only {pattern!r} matches no variant; known: "
+        raise ValueError(f"matches no variant; known: "
                          f"{', '.join(v.id for v in VARIANTS)}")
     return chosen

@@ -188,8 +188,10 @@ def test_chain_env_passes_settings_not_local_paths():
         remote.chain_env({"threads": "two"}, {})
     with pytest.raises(ValueError, match="matches no variant"):
         remote.chain_env({"only": "nope-*"}, {})
-    with pytest.raises(ValueError, match="min_seconds"):
+    with pytest.raises(ValueError, match="--min-seconds='fast': expected a positive number"):
         remote.chain_env({"min_seconds": "fast"}, {})
+    with pytest.raises(ValueError, match="MOBILENET_BURST='0'"):
+        remote.chain_env({}, {"MOBILENET_BURST": "0"})
 
 
 def test_plan_rejects_one_tag_for_several_hosts():
