@@ -46,11 +46,11 @@ def _exit_failed() -> None:
     os._exit(1)
 
 
-def _build(step: str, force: bool, **options) -> None:
+def _build(step: str, force: bool, settings: Settings | None = None) -> None:
     from mobilenet.build import BuildError, run_step
     from mobilenet.fsutil import BuildFolderBusy, io_errors
     from mobilenet.model import WeightsError
-    settings = _settings(**options)
+    settings = settings or _settings()
     try:
         with io_errors():
             metas = run_step(step, settings, force=force)
@@ -61,13 +61,12 @@ def _build(step: str, force: bool, **options) -> None:
         _fail_later(f"{step}: FAILED {', '.join(failed)} (reasons in build/logs/{step}.log and the report)")
 
 
-@task(help=task_help("mirror", "local_images", "local_labels", "calib_count", "eval_count"))
-def download_images(c, mirror=None, local_images=None, local_labels=None, calib_count=None, eval_count=None):
-    """Download the labelled calibration and evaluation photos of calib_images/manifest.csv."""
+_done: set[str] = set()  # steps already run by this invocation: each runs once
+
+
+def _download(settings: Settings) -> None:
     from mobilenet import images, logs
     from mobilenet.fsutil import BuildFolderBusy, hold_build_lock, io_errors
-    settings = _settings(mirror=mirror, local_images=local_images, local_labels=local_labels,
-                         calib_count=calib_count, eval_count=eval_count)
     try:
         with io_errors():
             hold_build_lock(settings.build_dir)
@@ -78,35 +77,65 @@ def download_images(c, mirror=None, local_images=None, local_labels=None, calib_
     log.info("download-images: %d downloaded, %d already verified", counts["downloaded"], counts["kept"])
 
 
-@task(pre=[download_images], help={**task_help("weights", "random_weights"), **FORCE_HELP})
+def _needs(*steps: str) -> None:
+    """Run what these steps read from (Make-style: each skips itself when up to date), with the
+    chain's settings from the environment. Called after the task has validated its own
+    options, so a bad value stops before any work."""
+    for name in steps:
+        if name in _done:
+            continue
+        _done.add(name)
+        if name == "download-images":
+            _download(_settings())
+        else:
+            step = STEP_BY_NAME[name]
+            _needs("download-images", *step.needs)
+            _build(name, force=False)
+
+
+@task(help=task_help("mirror", "local_images", "local_labels", "calib_count", "eval_count"))
+def download_images(c, mirror=None, local_images=None, local_labels=None, calib_count=None, eval_count=None):
+    """Download the labelled calibration and evaluation photos of calib_images/manifest.csv."""
+    _download(_settings(mirror=mirror, local_images=local_images, local_labels=local_labels,
+                        calib_count=calib_count, eval_count=eval_count))
+    _done.add("download-images")
+
+
+@task(help={**task_help("weights", "random_weights"), **FORCE_HELP})
 def export(c, weights=None, random_weights=None, force=False):
     """FP32 eager state_dict, traced TorchScript and PyTorch Mobile (.ptl), each checked against eager."""
-    _build("export", force, weights=weights, random_weights=random_weights)
+    settings = _settings(weights=weights, random_weights=random_weights)
+    _needs("download-images")
+    _build("export", force, settings)
+    _done.add("export")
 
 
 def _build_task(step):
     def build_step(c, force=False):
+        _settings()
+        _needs("download-images", *step.needs)
         _build(step.name, force)
+        _done.add(step.name)
     build_step.__doc__ = step.doc
-    needs = [export if name == "export" else BUILD_TASKS[name] for name in step.needs]
-    return task(build_step, name=step.name, pre=needs, help=FORCE_HELP)
+    return task(build_step, name=step.name, help=FORCE_HELP)
 
 
-BUILD_TASKS = {"export": export}
+STEP_BY_NAME = {step.name: step for step in STEPS}
 for _step in STEPS:
     if _step.name != "export":
-        BUILD_TASKS[_step.name] = globals()[_step.name.replace("-", "_")] = _build_task(_step)
+        globals()[_step.name.replace("-", "_")] = _build_task(_step)
 
 
-@task(pre=list(BUILD_TASKS.values()),
-      help={**task_help("threads", "only", "sessions", "min_runs", "min_seconds", "warmup", "tag"), **FORCE_HELP})
+@task(help={**task_help("threads", "only", "sessions", "min_runs", "min_seconds", "warmup", "tag"), **FORCE_HELP})
 def bench(c, threads=None, only=None, sessions=None, min_runs=None, min_seconds=None, warmup=None, tag=None,
           force=False):
-    """Measure every variant in several fresh processes, interleaved; exit 1 if any is FAILED."""
+    """Build what is missing, then measure every variant in several fresh processes, interleaved;
+    exit 1 if any is FAILED."""
     from mobilenet import bench as bench_module
     from mobilenet.fsutil import BuildFolderBusy, io_errors
     settings = _settings(threads=threads, only=only, sessions=sessions, min_runs=min_runs,
                          min_seconds=min_seconds, warmup=warmup, tag=tag)
+    _needs(*STEP_BY_NAME)
     try:
         with io_errors():
             results = bench_module.run(settings, force=force)
@@ -117,7 +146,7 @@ def bench(c, threads=None, only=None, sessions=None, min_runs=None, min_seconds=
         _fail_later(f"bench: FAILED {', '.join(failed)} (see build/results and the report)")
 
 
-@task(pre=[bench], help={"results": "extra result folders to merge, comma-separated"})
+@task(help={"results": "extra result folders to merge, comma-separated"})
 def report(c, results=None):
     """Write build/report.md and its charts (build/plots/) from result files (no rerun).
 
@@ -128,6 +157,7 @@ def report(c, results=None):
     from mobilenet import report as report_module
     from mobilenet.fsutil import io_errors
     settings = _settings()
+    bench(c)
     try:
         with io_errors():
             folders = report_module.result_folders(settings.build_dir, [p for p in (results or "").split(",") if p])

@@ -33,7 +33,7 @@ import numpy as np
 
 from mobilenet import accuracy, logs
 from mobilenet.dataset import Prepared, prepare
-from mobilenet.fsutil import (hold_build_lock, is_fresh, module_files, read_json, record_stamp, sha256_cached,
+from mobilenet.fsutil import (disk_error, hold_build_lock, is_fresh, module_files, read_json, record_stamp, sha256_cached,
                               stamp_path, write_json)
 from mobilenet.model import WeightsInfo, load_fp32, weights_input_files
 from mobilenet.results import FAILED, OK, SKIPPED
@@ -282,7 +282,7 @@ def run_step(step: str, settings: Settings, force: bool = False) -> list[dict]:
             logger.info("  %-20s %-8s %s; check: %s", variant.id, meta["status"], f"{meta['build_s']:.1f} s",
                         meta["check"]["facts"])
         except Exception as exc:
-            if variant.id == REFERENCE_ID:
+            if variant.id == REFERENCE_ID or disk_error(exc):  # no variant can be kept: stop the step
                 raise
             if _unavailable(exc):
                 status, reason = SKIPPED, _first_line(exc)

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -14,7 +16,8 @@ def atomic_path(final: Path):
     """Yield a temp path beside `final`; rename it into place only if the block succeeds.
 
     An interrupted or failed write never leaves a half-written file under the final name,
-    and never destroys the previous good file.
+    and never destroys the previous good file. A write the disk refused is re-raised naming
+    `final`, so the one-line error says which file could not be written.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -26,9 +29,20 @@ def atomic_path(final: Path):
     try:
         yield tmp_path
         os.replace(tmp_path, final)
+    except OSError as exc:
+        raise _named(exc, final) from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _named(exc: OSError, final: Path) -> OSError:
+    code = exc.errno
+    if code is None and shutil.disk_usage(final.parent).free < (1 << 20):
+        code = errno.ENOSPC  # numpy's tofile reports a short write without an errno
+    if code is None or exc.filename:
+        return exc
+    return OSError(code, os.strerror(code), str(final))
 
 
 def write_json(path: Path, data) -> None:
@@ -161,18 +175,31 @@ class StorageError(ValueError):
     """The disk said no (full, read-only, no permission): one line naming the path."""
 
 
+DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+
+
+def disk_error(exc: BaseException) -> StorageError | None:
+    """The one-line StorageError for an OSError the disk raised (full, read-only, no
+    permission), looking through the causes a library may have wrapped it in; else None."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+            path = exc.filename or "the build folder"
+            return StorageError(f"cannot write {path}: {exc.strerror}. Free space or fix the permissions, or "
+                                f"point MOBILENET_BUILD_DIR at another folder; nothing built before was lost")
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 @contextlib.contextmanager
 def io_errors():
-    """Turn an OSError from writing outputs into one line that names the path and the cause.
+    """Turn a disk's refusal to store outputs into one line that names the path and the cause.
 
     Writes go through atomic_path, so whatever was built before the error is still in place.
     """
-    import errno
     try:
         yield
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT):
+    except Exception as exc:
+        storage = disk_error(exc)
+        if storage is None:
             raise
-        path = exc.filename or "the build folder"
-        raise StorageError(f"cannot write {path}: {exc.strerror}. Free space or fix the permissions, or "
-                           f"point MOBILENET_BUILD_DIR at another folder; nothing built before was lost") from None
+        raise storage from None

@@ -40,6 +40,9 @@ def setup(logs_dir: Path, step: str, quiet: bool = False) -> logging.Logger:
     """Send this step's log to build/logs/<step>.log and its own messages to the console."""
     logs_dir = Path(logs_dir)
     logs_dir.mkdir(parents=True, exist_ok=True)
+    # A log line that cannot be written (full disk) must not print logging's own traceback;
+    # the step's error says what went wrong, in one line.
+    logging.raiseExceptions = False
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     file_handler = logging.FileHandler(logs_dir / f"{step}.log", mode="a")
     file_handler.setFormatter(formatter)
