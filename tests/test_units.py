@@ -84,6 +84,19 @@ def test_registry_is_consistent():
         assert v.precision in ("fp32", "int8") and ":" in v.builder
 
 
+@pytest.mark.parametrize("variant", variants.VARIANTS, ids=lambda v: v.id)
+def test_every_registry_entry_resolves(variant):
+    """Its builder is a function of an importable module (converters import their toolkits
+    lazily), its runner module exists, and its build step's needs are steps."""
+    import importlib
+    import importlib.util
+    module_name, function_name = variant.builder.split(":")
+    assert callable(getattr(importlib.import_module(module_name), function_name)), variant.builder
+    assert importlib.util.find_spec(f"mobilenet.runners.{variant.runtime}") is not None, variant.runtime
+    steps = {s.name: s for s in variants.STEPS}
+    assert set(steps[variant.step].needs) <= set(steps), variant.step
+
+
 def test_select_always_keeps_reference():
     chosen = [v.id for v in variants.select("onnx-*")]
     assert chosen == ["fp32-eager", "onnx-fp32", "onnx-int8"]
