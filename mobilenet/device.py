@@ -1,0 +1,520 @@
+"""Device mode: build here, run there.
+
+This machine (the controller) builds and checks every artifact as for a local bench. A
+device gets only what running needs: the artifacts, the first N preprocessed evaluation
+photos, the worker with its runners and `mobilenet.measure`, and a virtual environment with
+the runtimes the chosen variants need, from the per-runtime lists in
+mobilenet/device_requirements/ (ONNX Runtime and LiteRT: numpy and the runtime, no torch).
+The device times the variants and scores the photos with `python -m mobilenet.measure`; the
+controller fetches the raw results (timing samples, logits of every photo) and scores those
+logits against its own: the same artifact run here (cross-ISA agreement) and its eager FP32
+reference.
+
+A device is not trusted with this machine: what comes back is fetched file by file over
+SFTP, by names chosen here, within size limits.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import posixpath
+import re
+import shlex
+import shutil
+import stat
+import tarfile
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import fabric
+import numpy as np
+import paramiko
+
+from mobilenet import accuracy
+from mobilenet.build import artifact_problem, check_logits_path, reference_logits_path
+from mobilenet.fsutil import read_json
+from mobilenet.measure import SessionPlan
+from mobilenet.results import FAILED, SKIPPED
+from mobilenet.settings import REPO_ROOT, Settings, parse_threads
+from mobilenet.timing import summarize
+from mobilenet.variants import Variant, by_id, select
+from mobilenet.worker import WorkerError, WorkerProcess, WorkerSkipped
+
+log = logging.getLogger("mobilenet.device")
+
+REQUIREMENTS_DIR = Path(__file__).resolve().parent / "device_requirements"
+# The requirements list (device_requirements/<name>.txt) each runner module needs; the
+# three torch runners also import torchvision, so they share one list.
+REQUIREMENTS_OF_RUNTIME = {
+    "onnxruntime": "onnxruntime", "litert": "litert", "executorch": "executorch",
+    "torch_eager": "torch", "torchscript": "torch", "lite_interpreter": "torch",
+}
+# Lists installed only when asked for (install=...): their size is what a board cannot take.
+NOT_BY_DEFAULT = {
+    "torch": "torch on aarch64 from PyPI is the CUDA build, about 3.3 GB with its nvidia-* wheels",
+    "executorch": "ExecuTorch's Python runtime needs torch (on aarch64 PyPI's CUDA build, about 3.3 GB)",
+}
+# What the device runs: the worker, its runners and the session coordinator, numpy only.
+DEVICE_CODE = ("mobilenet/__init__.py", "mobilenet/worker.py", "mobilenet/measure.py",
+               "mobilenet/npyimages.py", "mobilenet/timing.py", "mobilenet/logs.py")
+DEVICE_CODE_GLOBS = ("mobilenet/runners/*.py", "mobilenet/device_requirements/*.txt")
+
+DEFAULT_REMOTE_DIR = "mobilenet-device/{host}"
+DEFAULT_REMOTE_PYTHON = "python3"
+EMULATED_NOTE = "emulated: not a measurement"
+
+# Limits on what a device sends back: logits are N x 1000 float32, the rest is JSON and logs.
+MAX_FETCH_BYTES = 256 << 20
+FETCHABLE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+=-]*")
+FETCH_READ_TIMEOUT_S = 120.0
+
+# Run on the device before anything is shipped: what it is, and whether qemu-user runs it.
+# qemu fakes /proc/self/exe for the process it runs, not for another one: a child's exe, as
+# the kernel sees it, is the emulator (the child is emulated before and after its exec).
+PROBE = r"""
+import json, os, platform, subprocess
+child = subprocess.Popen(["cat"], stdin=subprocess.PIPE)
+try:
+    exe = os.readlink("/proc/%d/exe" % child.pid)
+except OSError:
+    exe = ""
+child.stdin.close()
+child.wait()
+print(json.dumps({"machine": platform.machine(), "python": platform.python_version(),
+                  "cpus": os.cpu_count(), "hostname": platform.node(),
+                  "emulator": exe if "qemu" in os.path.basename(exe) else None}))
+"""
+
+
+class DeviceError(RuntimeError):
+    pass
+
+
+@dataclass
+class DeviceOutcome:
+    host: str
+    ok: bool
+    error: str | None = None  # "<stage>: <reason>"
+    device: dict = field(default_factory=dict)  # the probe: machine, python, cpus, emulator
+    install_mb: float | None = None  # the device venv on disk, after installing
+    rows: list[dict] = field(default_factory=list)
+    folder: Path | None = None  # build/device/<host>
+    seconds: float = 0.0
+
+
+# ---- planning (local)
+
+def requirements_list(variant: Variant) -> str | None:
+    return REQUIREMENTS_OF_RUNTIME.get(variant.runtime)
+
+
+def plan_installs(variants: list[Variant], install: set[str], own_venv: bool) -> tuple[set[str], dict[str, str]]:
+    """(lists to install on the device, {variant id: why it is skipped before shipping}).
+
+    With the user's own venv (own_venv) nothing is installed and nothing skipped here: a
+    runtime missing there is reported by the worker itself.
+    """
+    lists, skipped = set(), {}
+    if own_venv:
+        return lists, skipped
+    for variant in variants:
+        name = requirements_list(variant)
+        if name is None:
+            skipped[variant.id] = (f"no device requirements list for runtime {variant.runtime!r} "
+                                   f"(add {REQUIREMENTS_DIR.name}/<name>.txt and map it in device.py)")
+        elif name in NOT_BY_DEFAULT and name not in install:
+            skipped[variant.id] = (f"{NOT_BY_DEFAULT[name]}; install it on the device with "
+                                   f"--device-install {name}, or use a --remote-venv that has it")
+        else:
+            lists.add(name)
+    return lists, skipped
+
+
+def build_problem(variant: Variant, models_dir: Path) -> tuple[str, str] | None:
+    """(status, reason) when the controller has no trustworthy artifact to ship."""
+    meta_path = variant.meta_path(models_dir)
+    if meta_path.exists():
+        meta = read_json(meta_path)
+        if meta.get("status") in (SKIPPED, FAILED):
+            return meta["status"], f"at build: {meta.get('reason', '')}"
+    problem = artifact_problem(variant, models_dir)
+    return (SKIPPED, f"not shipped: {problem} (run `invoke bench --only {variant.id}` first)") if problem else None
+
+
+def eval_subset(settings: Settings, count: int | None, out: Path) -> tuple[Path, int]:
+    """The first `count` preprocessed evaluation photos (all when None) as one .npy."""
+    source = settings.data_dir / "eval.npy"
+    if not source.exists():
+        raise DeviceError(f"{source} is missing: build the chain first (`invoke bench`)")
+    photos = np.load(source, mmap_mode="r")
+    count = len(photos) if count is None else min(int(count), len(photos))
+    np.save(out, np.ascontiguousarray(photos[:count]))
+    return out, count
+
+
+def device_code_files(repo: Path = REPO_ROOT) -> list[str]:
+    files = list(DEVICE_CODE)
+    for pattern in DEVICE_CODE_GLOBS:
+        files += sorted(str(p.relative_to(repo)) for p in repo.glob(pattern))
+    return files
+
+
+def write_bundle(out: Path, members: dict[str, Path | bytes]) -> Path:
+    """A plain tar (artifacts barely compress) of {name in the tar: a file, or its content}."""
+    with tarfile.open(out, "w") as tar:
+        for name, member in members.items():
+            if isinstance(member, bytes):
+                info = tarfile.TarInfo(name)
+                info.size = len(member)
+                tar.addfile(info, io.BytesIO(member))
+            else:
+                tar.add(member, arcname=name, recursive=False)
+    return out
+
+
+def session_plan_spec(variants: list[Variant], threads: int, settings: Settings, run_dir: str) -> dict:
+    """The PLAN.json of `python -m mobilenet.measure` for one thread count, paths on the device."""
+    sessions = max(1, settings.sessions)
+    plan = SessionPlan(threads=threads, warmup=settings.warmup, burst=settings.burst,
+                       min_runs=math.ceil(settings.min_runs / sessions),
+                       min_seconds=settings.min_seconds / sessions,
+                       eval_npy=f"{run_dir}/data/eval.npy", log_dir=f"{run_dir}/out/logs",
+                       logits_dir=f"{run_dir}/out/logits")
+    return {"plan": asdict(plan), "sessions": sessions,
+            "variants": [{"id": v.id, "runtime": v.runtime, "engine": v.engine,
+                          "artifact": f"{run_dir}/models/{v.artifact}"} for v in variants]}
+
+
+# ---- the connection
+
+def connect(spec: str, ssh_config: str | None = None, identity: str | None = None) -> fabric.Connection:
+    """A Fabric connection that refuses any host key not already in known_hosts.
+
+    Minimal on purpose (remote.connect has the full ssh-like policy, accept-new included):
+    known_hosts files are the ssh config's UserKnownHostsFile, else ~/.ssh/known_hosts.
+    """
+    config = fabric.Config(runtime_ssh_path=ssh_config)
+    config.timeouts.connect = config.timeouts.connect or 60  # sshd under emulation answers slowly
+    if identity:
+        config.connect_kwargs.key_filename = [str(Path(identity).expanduser())]
+    cxn = fabric.Connection(spec, config=config)
+    client = paramiko.SSHClient()
+    files = cxn.ssh_config.get("userknownhostsfile", "~/.ssh/known_hosts").split()
+    for name in files:
+        path = Path(name).expanduser()
+        if path.is_file():
+            client.load_host_keys(str(path))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    cxn.client = client
+    return cxn
+
+
+def _run(cxn, command: str) -> str:
+    return cxn.run(command, hide=True, in_stream=False).stdout
+
+
+def _tail(exc: Exception, lines: int = 6) -> str:
+    result = getattr(exc, "result", None)
+    if result is not None:
+        text = (result.stderr.strip() or result.stdout.strip()).splitlines()
+        return f"exit code {result.exited}: " + " | ".join(text[-lines:])
+    return str(exc) or exc.__class__.__name__
+
+
+# ---- the device side, driven from here
+
+def probe(cxn, python: str) -> dict:
+    return json.loads(_run(cxn, f"{shlex.quote(python)} -c {shlex.quote(PROBE)}").strip().splitlines()[-1])
+
+
+def ensure_venv(cxn, venv: str, python: str) -> None:
+    """Create the device venv unless it is complete (a venv whose ensurepip failed has no pip)."""
+    q = shlex.quote
+    hint = ("python -m venv failed on the device; on Debian or Raspberry Pi OS: "
+            "sudo apt install python3-venv")
+    _run(cxn, f"test -x {q(venv + '/bin/pip')} || {q(python)} -m venv --clear {q(venv)} || "
+              f"{{ echo {q(hint)} >&2; exit 1; }}")
+
+
+def install_lists(cxn, venv: str, code_dir: str, lists: set[str]) -> dict[str, str]:
+    """pip-install each list into the device venv unless that exact list is already in;
+    returns {list: why it could not be installed}."""
+    q = shlex.quote
+    failed = {}
+    for name in sorted(lists):
+        digest = _digest(REQUIREMENTS_DIR / f"{name}.txt")
+        marker = f"{venv}/.mobilenet-device-{name}.sha256"
+        requirements = f"{code_dir}/mobilenet/device_requirements/{name}.txt"
+        command = (f'[ "$(cat {q(marker)} 2>/dev/null)" = {digest} ] || '
+                   f"{{ {q(venv + '/bin/python')} -m pip install --quiet --disable-pip-version-check "
+                   f"--no-cache-dir --no-compile -r {q(requirements)} && echo {digest} > {q(marker)}; }}")
+        started = time.monotonic()
+        try:
+            _run(cxn, command)
+            log.info("  %s.txt ready in %.0f s", name, time.monotonic() - started)
+        except Exception as exc:  # this list's variants are skipped; the others go on
+            failed[name] = f"could not install {name}.txt on the device ({_tail(exc)})"
+    return failed
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _fetch_file(sftp, remote: str, local: Path, budget: list[int]) -> None:
+    """One regular file, its size taken from the shared budget [bytes left]."""
+    attributes = sftp.lstat(remote)
+    if attributes.st_mode is None or not stat.S_ISREG(attributes.st_mode):
+        raise DeviceError(f"{remote} on the device is not a regular file; not fetched")
+    local.parent.mkdir(parents=True, exist_ok=True)
+    with sftp.open(remote, "rb") as source, open(local, "xb") as target:
+        while chunk := source.read(1 << 16):
+            budget[0] -= len(chunk)
+            if budget[0] < 0:
+                raise DeviceError(f"the device's results exceed {MAX_FETCH_BYTES} bytes; nothing kept")
+            target.write(chunk)
+
+
+def fetch_results(cxn, run_dir: str, staging: Path, threads: list[int], variants: list[Variant]) -> None:
+    """measure-<t>.json, every logits file and the logs, by names this side expects."""
+    sftp = cxn.sftp()
+    sftp.get_channel().settimeout(FETCH_READ_TIMEOUT_S)
+    budget = [MAX_FETCH_BYTES]
+    for t in threads:
+        _fetch_file(sftp, f"{run_dir}/out/measure-{t}t.json", staging / f"measure-{t}t.json", budget)
+        for variant in variants:
+            name = f"{variant.id}@{t}t.logits.npy"
+            try:
+                _fetch_file(sftp, f"{run_dir}/out/logits/{name}", staging / "logits" / name, budget)
+            except FileNotFoundError:
+                pass  # skipped or failed there: its measure entry says why
+    try:
+        logs = sftp.listdir_attr(f"{run_dir}/out/logs")
+    except FileNotFoundError:
+        logs = []
+    for entry in logs:
+        if FETCHABLE_NAME.fullmatch(entry.filename) and entry.st_mode and stat.S_ISREG(entry.st_mode):
+            _fetch_file(sftp, f"{run_dir}/out/logs/{entry.filename}", staging / "logs" / entry.filename, budget)
+
+
+# ---- scoring here
+
+def controller_logits(variant: Variant, artifact: Path, eval_npy: Path, threads: int, out: Path,
+                      log_path: Path) -> np.ndarray:
+    """The same artifact, run by the same worker on this machine, on the same photos."""
+    worker = WorkerProcess(variant, artifact, threads, eval_npy, out, warmup=0, log_path=log_path)
+    try:
+        worker.finish()
+    finally:
+        worker.close()
+    return np.load(out)
+
+
+def cross_isa(device_logits: np.ndarray, controller: np.ndarray) -> dict:
+    """Top-1 agreement and max |Δlogit| of the device's logits against this machine's."""
+    return {"cross_isa_agreement_pct": accuracy.agreement_pct(device_logits, controller),
+            "cross_isa_max_abs_dlogit": accuracy.max_abs_dlogit(device_logits, controller)}
+
+
+def _load_logits(path: Path, photos: int) -> np.ndarray:
+    logits = np.load(path, allow_pickle=False)
+    if logits.shape != (photos, 1000) or logits.dtype != np.float32:
+        raise DeviceError(f"{path}: expected float32 logits of shape ({photos}, 1000), "
+                          f"got {logits.dtype} {logits.shape}")
+    return logits
+
+
+def make_rows(variants: list[Variant], threads: int, sessions: list[dict], folder: Path, eval_npy: Path,
+              photos: int, settings: Settings, labels, emulated: bool) -> list[dict]:
+    """One row per variant from the device's sessions, scored against this machine."""
+    reference_path = reference_logits_path(settings)
+    reference = np.load(reference_path)[:photos] if reference_path.exists() else None
+    rows = []
+    for variant in variants:
+        takes = [s[variant.id] for s in sessions if variant.id in s]
+        row = {**_unmeasured_row(variant, threads, "ok", "", emulated), "photos": photos}
+        problem = next((t.get("skipped") or t.get("error") for t in takes if t.get("skipped") or t.get("error")), None)
+        if not takes or problem:
+            skipped = bool(takes) and all(t.get("skipped") for t in takes if t.get("skipped") or t.get("error"))
+            row.update(status=SKIPPED if skipped else FAILED,
+                       status_reason=problem if skipped else f"error on the device: {problem or 'no result'}")
+            rows.append(row)
+            continue
+        first = takes[0]["ready"]
+        samples = [ms for t in takes for burst in t["rounds"] for ms in burst]
+        pooled = summarize(samples)
+        row.update(status="ok", status_reason="", size_mb=first["size_bytes"] / 1e6, load_ms=first["load_ms"],
+                   first_inference_ms=first["first_inference_ms"], runtime_versions=first.get("versions", {}),
+                   threads_effective=first.get("threads_effective"), sessions=len(takes), runs=pooled.runs,
+                   p50_ms=pooled.p50_ms, p90_ms=pooled.p90_ms, p99_ms=pooled.p99_ms, mean_ms=pooled.mean_ms,
+                   session_p50_ms=[float(np.median([ms for b in t["rounds"] for ms in b])) for t in takes],
+                   peak_rss_mb=max(t["finish"].get("peak_rss_mb") or 0 for t in takes) or None)
+        device_logits = _load_logits(folder / "logits" / f"{variant.id}@{threads}t.logits.npy", photos)
+        if reference is not None:
+            scores = accuracy.score(device_logits, reference, labels)
+            row.update(top1_pct=scores.top1_pct, top5_pct=scores.top5_pct, agreement_pct=scores.agreement_pct,
+                       max_abs_dlogit=scores.max_abs_dlogit)
+        here = folder / "controller-logits" / f"{variant.id}@{threads}t.logits.npy"
+        try:
+            mine = controller_logits(variant, variant.artifact_path(settings.models_dir), eval_npy, threads, here,
+                                     folder / "controller-logs" / f"{variant.id}@{threads}t.log")
+        except (WorkerSkipped, WorkerError) as exc:
+            row["cross_isa_reason"] = f"not run on this machine: {str(exc).splitlines()[0]}"
+        else:
+            row.update(cross_isa(device_logits, mine))
+        rows.append(row)
+    return rows
+
+
+def _unmeasured_row(variant: Variant, threads: int, status: str, reason: str, emulated: bool) -> dict:
+    return {"variant": variant.id, "runtime": variant.runtime, "precision": variant.precision,
+            "threads": threads, "status": status, "status_reason": reason, "emulated": emulated,
+            "timing_note": EMULATED_NOTE if emulated else None}
+
+
+# ---- one device
+
+def _ship(cxn, folder: str, name: str, bundle: Path) -> str:
+    """Unpack `bundle` as <folder>/<name>, replacing the previous copy whole."""
+    q = shlex.quote
+    target = f"{folder}/{name}"
+    _run(cxn, f"mkdir -p {q(folder)} && rm -rf {q(target + '.new')} && mkdir {q(target + '.new')}")
+    cxn.put(str(bundle), f"{target}.tar")
+    _run(cxn, f"tar xf {q(target + '.tar')} -C {q(target + '.new')} && rm {q(target + '.tar')} && "
+              f"rm -rf {q(target)} && mv {q(target + '.new')} {q(target)}")
+    return target
+
+
+def device_threads(threads: str, cpus: int) -> list[int]:
+    """'1', '1,2' or 'all', where 'all' means the device's cores, not this machine's."""
+    words = [w.strip() for w in str(threads).split(",")]
+    return list(parse_threads(",".join(str(cpus) if w.lower() == "all" else w for w in words)))
+
+
+def run_device(spec: str, settings: Settings, *, threads: str = "1", ssh_config: str | None = None,
+               identity: str | None = None, remote_dir: str = DEFAULT_REMOTE_DIR,
+               remote_python: str = DEFAULT_REMOTE_PYTHON, remote_venv: str | None = None,
+               install: set[str] = frozenset(), eval_count: int | None = None) -> DeviceOutcome:
+    """Ship, install and measure on the device `spec`; fetch and score here.
+
+    settings: this machine's build folder and the bench settings (only, warmup, burst,
+    min_runs, min_seconds, sessions). The device's trouble becomes the outcome's error; only
+    a mistake in the arguments raises.
+    """
+    from mobilenet.remote import parse_hosts
+    host = parse_hosts(spec)[0]
+    unknown = set(install) - set(REQUIREMENTS_OF_RUNTIME.values())
+    if unknown:
+        raise ValueError(f"--device-install: no list {', '.join(sorted(unknown))} in {REQUIREMENTS_DIR}")
+    started = time.monotonic()
+    outcome = DeviceOutcome(host.name, ok=False, folder=settings.build_dir / "device" / host.name)
+    chosen = select(settings.only)
+    not_run: dict[str, tuple[str, str]] = {}  # variant id -> (status, reason), decided before measuring
+    for variant in chosen:
+        problem = build_problem(variant, settings.models_dir)
+        if problem:
+            not_run[variant.id] = problem
+    lists, not_installable = plan_installs([v for v in chosen if v.id not in not_run], set(install),
+                                           own_venv=remote_venv is not None)
+    not_run.update({vid: (SKIPPED, reason) for vid, reason in not_installable.items()})
+
+    q = shlex.quote
+    stage, cxn = "connect", None
+    tmp_root = settings.build_dir / "tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"device-{host.name}.", dir=tmp_root))
+    try:
+        cxn = connect(host.spec, ssh_config, identity)
+        cxn.open()
+        cxn.transport.set_keepalive(30)  # measuring under emulation is quiet for many minutes
+        home = _run(cxn, "pwd").strip()
+
+        stage = "probe"
+        device = outcome.device = probe(cxn, remote_python)
+        emulated = device.get("emulator") is not None
+        log.info("%s: %s, Python %s, %s CPUs%s", host.name, device["machine"], device["python"], device["cpus"],
+                 f", emulated by {device['emulator']}: timings are not a measurement" if emulated else "")
+        folder = posixpath.join(home, remote_dir.replace("{host}", host.name).removeprefix("~/"))
+
+        stage = "install"
+        code = write_bundle(staging / "code.tar", {name: REPO_ROOT / name for name in device_code_files()})
+        code_dir = _ship(cxn, folder, "code", code)
+        if remote_venv:
+            venv = posixpath.join(home, remote_venv.removeprefix("~/"))
+            missing = f"no {venv}/bin/python: --remote-venv must be a virtual environment"
+            _run(cxn, f"test -x {q(venv + '/bin/python')} || {{ echo {q(missing)} >&2; exit 1; }}")
+        else:
+            venv = f"{folder}/venv"
+            ensure_venv(cxn, venv, remote_python)
+            for name, reason in install_lists(cxn, venv, code_dir, lists).items():
+                not_run.update({v.id: (SKIPPED, reason) for v in chosen if requirements_list(v) == name})
+            outcome.install_mb = int(_run(cxn, f"du -sk {q(venv)}").split()[0]) / 1024
+
+        stage = "ship"
+        runnable = [v for v in chosen if v.id not in not_run]
+        thread_counts = device_threads(threads, device["cpus"])
+        eval_npy, photos = eval_subset(settings, eval_count, staging / "eval.npy")
+        run_dir = f"{folder}/run"
+        members: dict[str, Path | bytes] = {"data/eval.npy": eval_npy}
+        for variant in runnable:
+            members.update({f"models/{p.name}": p for p in variant.artifact_files(settings.models_dir)})
+        for t in thread_counts:
+            members[f"plans/measure-{t}t.json"] = json.dumps(session_plan_spec(runnable, t, settings, run_dir)).encode()
+        bundle = write_bundle(staging / "run.tar", members)
+        log.info("%s: shipping %.1f MB: %d variant(s), %d photos", host.name, bundle.stat().st_size / 1e6,
+                 len(runnable), photos)
+        _ship(cxn, folder, "run", bundle)
+
+        stage = "measure"
+        for t in thread_counts if runnable else []:
+            log.info("%s: measuring %d variant(s) at %d thread(s)", host.name, len(runnable), t)
+            _run(cxn, f"cd {q(code_dir)} && mkdir -p {q(run_dir + '/out')} && {q(venv + '/bin/python')} "
+                      f"-m mobilenet.measure {q(f'{run_dir}/plans/measure-{t}t.json')} "
+                      f"{q(f'{run_dir}/out/measure-{t}t.json')}")
+
+        stage = "fetch"
+        result_dir = staging / "result"
+        result_dir.mkdir()
+        if runnable:
+            fetch_results(cxn, run_dir, result_dir, thread_counts, runnable)
+
+        stage = "score"
+        labels = _labels(settings, photos)
+        for t in thread_counts:
+            sessions = json.loads((result_dir / f"measure-{t}t.json").read_text())["sessions"] if runnable else []
+            outcome.rows += make_rows(runnable, t, sessions, result_dir, eval_npy, photos, settings, labels, emulated)
+            outcome.rows += [_unmeasured_row(by_id(vid), t, status, reason, emulated)
+                             for vid, (status, reason) in not_run.items()]
+        (result_dir / "device-results.json").write_text(json.dumps(
+            {"host": host.name, "device": device, "install_mb": outcome.install_mb, "photos": photos,
+             "rows": outcome.rows}, indent=1))
+        _swap_in(result_dir, outcome.folder, staging)
+        outcome.ok = True
+    except Exception as exc:  # the device's trouble is its outcome
+        outcome.error = f"{stage}: {_tail(exc)}"
+        log.error("%s: FAILED at %s", host.name, outcome.error)
+    finally:
+        if cxn is not None:
+            cxn.close()
+        shutil.rmtree(staging, ignore_errors=True)
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def _labels(settings: Settings, photos: int):
+    info_path = settings.data_dir / "images.json"
+    labels = read_json(info_path).get("labels") if info_path.exists() else None
+    return labels[:photos] if labels else None
+
+
+def _swap_in(new: Path, final: Path, scratch: Path) -> None:
+    """Two renames: `final` is always either the old copy or the new one, never a mix."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists():
+        final.rename(scratch / "previous")
+    new.rename(final)
