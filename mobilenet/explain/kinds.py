@@ -52,7 +52,7 @@ _BY_NAME = (
            "dynamicquantize", "convert (nc", "quantize (")),
     (LAYOUT, ("transpose", "permute", "reorder", "contiguous", "to_mkldnn", "to_dense",
               "copy (nc", "copy (nd", "channels_last")),
-    (POOL, ("pool", "aten::mean", "reducemean", "mean (nd", "mean (nwc")),
+    (POOL, ("pool", "mean")),
 )
 # "add" is also in aten::addmm (a linear layer) and its relatives.
 _NOT_ADD = ("addmm", "addcmul", "addcdiv", "addmv", "addbmm")
@@ -88,7 +88,7 @@ def _conv_hint(lowered: str) -> str:
 def classify_call(names) -> list[str]:
     """The kinds of one inference's operators, given their names in execution order."""
     names = list(names)
-    lowered = [n.lower() for n in names]
+    lowered = [n.lower().replace("fully_connected", "fully connected") for n in names]
     by_name = [_name_kind(n) for n in lowered]
     pool_at = next((i for i, k in enumerate(by_name) if k == POOL), len(names))
     # XNNPACK runs 1x1 convolutions as Fully Connected; only the classifier follows the pool.

@@ -89,7 +89,7 @@ class OperatorProfile:
 class LayerError:
     name: str  # the layer as the runtime's tooling names it
     kind: str  # one of kinds.KINDS
-    depth: float  # 0 = first compared layer, 1 = last
+    depth: float  # share of the compared layers up to this one: the last is 1
     sqnr_db: float  # capped at sqnr.CAP_DB
     capped: bool  # the INT8 output equals the FP32 one (noise 0): true SQNR infinite
 

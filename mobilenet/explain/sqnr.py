@@ -47,15 +47,16 @@ def layer_errors(pairs) -> list[dict]:
     """LayerError dicts from [(name, op name, fp32 outputs, int8 outputs)] in execution order.
 
     Kinds come from the op names with kinds.classify_call, so convolutions are told apart the
-    same way as in the operator profiles; depth is the position, 0 (first) to 1 (last).
+    same way as in the operator profiles; depth is the share of compared layers up to and
+    including this one (the last is 1).
     """
     pairs = list(pairs)
     layer_kinds = kinds.classify_call(op for _, op, _, _ in pairs)
-    last = max(1, len(pairs) - 1)
     out = []
     for index, ((name, _, reference, quantized), kind) in enumerate(zip(pairs, layer_kinds)):
         value, capped = sqnr_db(reference, quantized)
-        out.append(LayerError(name=name, kind=kind, depth=index / last, sqnr_db=value, capped=capped).__dict__)
+        out.append(LayerError(name=name, kind=kind, depth=(index + 1) / len(pairs), sqnr_db=value,
+                              capped=capped).__dict__)
     return out
 
 

@@ -1,0 +1,25 @@
+"""Per-layer quantization error of each INT8 variant, with its ecosystem's own tooling.
+
+Each module here exposes `measure(variant, artifact, inputs: Inputs) -> QuantizationError`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# Which module compares which runtime's INT8 variants (mobilenet.runners module name -> module here).
+NUMERICS_MODULES = {"torchscript": "torch_ao", "onnxruntime": "onnxruntime", "litert": "litert",
+                    "executorch": "executorch"}
+
+
+@dataclass
+class Inputs:
+    models_dir: Path
+    photos: list  # float32 [1, 3, 224, 224] evaluation photos to compare on
+    calibration_npy: Path  # the build's calibration photos, for rebuilding a quantized program
+
+    def calibration(self) -> list[np.ndarray]:
+        from mobilenet.npyimages import NpyImages
+        return list(NpyImages(self.calibration_npy))

@@ -41,13 +41,14 @@ def _session(path: Path, level) -> onnxruntime.InferenceSession:
     return onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def measure(variant, artifact, models_dir, photos: list[np.ndarray]) -> QuantizationError:
+def measure(variant, artifact, inputs) -> QuantizationError:
     import onnx
     from onnxruntime.quantization.qdq_loss_debug import (collect_activations, create_activation_matching,
                                                          modify_model_output_intermediate_tensors)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from mobilenet.variants import VARIANTS
+    models_dir, photos = inputs.models_dir, inputs.photos
     fp32_variant = next(v for v in VARIANTS if v.runtime == variant.runtime and v.precision == "fp32")
     fp32_path = fp32_variant.artifact_path(models_dir)
     if not fp32_path.exists():

@@ -19,7 +19,9 @@ from mobilenet.explain.records import OK, QuantizationError
 TOOL = f"torch.ao.ns._numeric_suite.compare_model_outputs (torch {torch.__version__})"
 
 
-def _fp32_model(models_dir, quantizable: bool):
+def fp32_model(models_dir, quantizable: bool = False):
+    """MobileNet-V2 in eval mode with the build's FP32 weights (quantizable: torchvision's
+    QuantStub-carrying variant that torch.ao quantizes)."""
     import torchvision
     from torchvision.models.quantization import mobilenet_v2 as quantizable_mobilenet_v2
     from mobilenet.variants import REFERENCE_ID, by_id
@@ -40,9 +42,9 @@ def rebuild_static(artifact, models_dir, engine: str, example: torch.Tensor):
     import torch.ao.nn.quantized as nnq
 
     torch.backends.quantized.engine = engine
-    float_model = _fp32_model(models_dir, quantizable=True)
+    float_model = fp32_model(models_dir, quantizable=True)
     float_model.fuse_model(is_qat=False)
-    model = _fp32_model(models_dir, quantizable=True)
+    model = fp32_model(models_dir, quantizable=True)
     model.fuse_model(is_qat=False)
     model.qconfig = torch.ao.quantization.get_default_qconfig(engine)
     torch.ao.quantization.prepare(model, inplace=True)
@@ -80,8 +82,8 @@ def rebuild_dynamic(models_dir, engine: str):
     """Dynamic quantization is deterministic (weights only, no calibration): redoing it
     gives the artifact's weights exactly."""
     torch.backends.quantized.engine = engine
-    float_model = _fp32_model(models_dir, quantizable=False)
-    quantized = torch.ao.quantization.quantize_dynamic(_fp32_model(models_dir, quantizable=False),
+    float_model = fp32_model(models_dir, quantizable=False)
+    quantized = torch.ao.quantization.quantize_dynamic(fp32_model(models_dir, quantizable=False),
                                                        {torch.nn.Linear}, dtype=torch.qint8)
     return float_model, quantized
 
@@ -91,14 +93,15 @@ def _as_float(value):
     return (value.dequantize() if value.is_quantized else value).detach().numpy()
 
 
-def measure(variant, artifact, models_dir, photos: list[np.ndarray]) -> QuantizationError:
+def measure(variant, artifact, inputs) -> QuantizationError:
     from torch.ao.ns._numeric_suite import get_matching_activations, prepare_model_outputs
 
+    models_dir, photos = inputs.models_dir, inputs.photos
     torch.set_num_threads(1)
-    inputs = [torch.from_numpy(p) for p in photos]
+    tensors = [torch.from_numpy(p) for p in photos]
     allow_list = None  # the numeric suite's default: every quantizable layer
     if variant.options.get("qconfig"):  # static PTQ: rebuilt from the artifact
-        float_model, quantized = rebuild_static(artifact, models_dir, variant.engine, inputs[0])
+        float_model, quantized = rebuild_static(artifact, models_dir, variant.engine, tensors[0])
         reference = "the fused FP32 module (same weights, Conv+BN+ReLU fused as before quantization)"
     else:
         float_model, quantized = rebuild_dynamic(models_dir, variant.engine)
@@ -107,10 +110,10 @@ def measure(variant, artifact, models_dir, photos: list[np.ndarray]) -> Quantiza
         allow_list = {torch.nn.Linear, torch.ao.nn.quantized.dynamic.Linear}
     shipped = torch.jit.load(str(artifact), map_location="cpu").eval()
     with torch.no_grad():
-        gap = max(float((shipped(x) - quantized(x)).abs().max()) for x in inputs)
+        gap = max(float((shipped(x) - quantized(x)).abs().max()) for x in tensors)
     prepare_model_outputs(float_model, quantized, allow_list=allow_list)
     with torch.no_grad():
-        for x in inputs:
+        for x in tensors:
             float_model(x)
             quantized(x)
     matched = get_matching_activations(float_model, quantized)
@@ -122,8 +125,8 @@ def measure(variant, artifact, models_dir, photos: list[np.ndarray]) -> Quantiza
         module_name = key.rsplit(".", 1)[0]
         module = quantized.get_submodule(module_name)
         pairs.append((module_name, _op_name(module),
-                      _one_per_photo(key, [_as_float(v) for v in matched[key]["float"]], len(inputs)),
-                      _one_per_photo(key, [_as_float(v) for v in matched[key]["quantized"]], len(inputs))))
+                      _one_per_photo(key, [_as_float(v) for v in matched[key]["float"]], len(tensors)),
+                      _one_per_photo(key, [_as_float(v) for v in matched[key]["quantized"]], len(tensors))))
     return QuantizationError(
         variant=variant.id, runtime=variant.runtime, status=OK, reason="", tool=TOOL, reference=reference,
         photos=len(photos), layers=sqnr.layer_errors(pairs),

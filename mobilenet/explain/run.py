@@ -1,0 +1,183 @@
+"""The explain step: profile every variant, compare every INT8 variant layer by layer, and
+draw the verdicts, into <build>/explain/ (JSON) and <build>/plots/ (PNG).
+
+Each job runs in its own fresh process (worker.py), one after another so profiles never
+share the CPU with each other. A job whose outputs are newer than its inputs (the
+artifact and its meta.json, the photos, the explain code and the runtime's runner) and whose
+settings are unchanged is skipped; `force` redoes everything.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from mobilenet.explain import charts, cpu, records, sqnr, verdict
+from mobilenet.explain.numerics import NUMERICS_MODULES
+from mobilenet.explain.profilers import PROFILER_MODULES
+from mobilenet.explain.records import NOT_AVAILABLE, ExplainSummary, OperatorProfile, QuantizationError
+from mobilenet.explain.worker import THREAD_ENV, failed_record
+from mobilenet.fsutil import is_fresh, read_json, record_stamp, stamp_path, write_json
+
+log = logging.getLogger("mobilenet.explain")
+
+PROFILE_CALLS = 20  # profiled calls per variant, after warm-up; as many unprofiled around them
+SQNR_PHOTOS = 4
+JOB_TIMEOUT_S = 600
+EXPLAIN_CODE = Path(__file__).resolve().parent
+
+
+def explain_dir(build_dir: Path) -> Path:
+    return Path(build_dir) / "explain"
+
+
+def profile_path(build_dir: Path, variant_id: str) -> Path:
+    return explain_dir(build_dir) / "profile" / f"{variant_id}.json"
+
+
+def sqnr_path(build_dir: Path, variant_id: str) -> Path:
+    return explain_dir(build_dir) / "sqnr" / f"{variant_id}.json"
+
+
+def verdicts_path(build_dir: Path) -> Path:
+    return explain_dir(build_dir) / "verdicts.json"
+
+
+def summary_path(build_dir: Path) -> Path:
+    return explain_dir(build_dir) / "summary.json"
+
+
+def chart_paths(build_dir: Path) -> dict[str, Path]:
+    plots = Path(build_dir) / "plots"
+    return {"kinds": plots / "explain-operator-kinds.png", "sqnr": plots / "explain-sqnr-by-depth.png"}
+
+
+def _code_files(variant) -> list[Path]:
+    from mobilenet.fsutil import module_files
+    return sorted(EXPLAIN_CODE.rglob("*.py")) + module_files(f"mobilenet.runners.{variant.runtime}")
+
+
+def _inputs(variant, task: str, settings) -> list[Path]:
+    from mobilenet.variants import REFERENCE_ID, VARIANTS, by_id
+    models = settings.models_dir
+    files = [variant.artifact_path(models), variant.meta_path(models), settings.data_dir / "eval.npy"]
+    if task == "sqnr":
+        files += [v.artifact_path(models) for v in VARIANTS if v.runtime == variant.runtime and v.precision == "fp32"]
+        files += [by_id(REFERENCE_ID).artifact_path(models), settings.data_dir / "calib.npy"]
+    return [*dict.fromkeys(files), *_code_files(variant)]
+
+
+def _job_settings(task: str) -> dict:
+    return {"calls": PROFILE_CALLS} if task == "profile" else {"photos": SQNR_PHOTOS, "cap_db": sqnr.CAP_DB}
+
+
+def _unavailable_reason(variant, task: str, settings) -> str | None:
+    """Why a job cannot even start (no artifact, no tool for this runtime), or None."""
+    table = PROFILER_MODULES if task == "profile" else NUMERICS_MODULES
+    if variant.runtime not in table:
+        what = "operator profiler" if task == "profile" else "per-layer comparison"
+        return f"no {what} is wired up for the {variant.runtime} runtime"
+    meta = variant.meta_path(settings.models_dir)
+    if meta.exists() and read_json(meta).get("status") not in (None, "ok"):
+        return f"the artifact was not built: {read_json(meta).get('reason', 'skipped')}"
+    if not variant.artifact_path(settings.models_dir).exists():
+        return f"{variant.artifact} does not exist (run its build step, `invoke {variant.step}`)"
+    return None
+
+
+def _run_job(task: str, variant, settings, out: Path) -> None:
+    job = {"task": task, "variant": variant.id, "build_dir": str(settings.build_dir), "out": str(out),
+           **_job_settings(task)}
+    log_path = settings.logs_dir / f"explain-{task}-{variant.id}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **THREAD_ENV, "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning"}
+    out.unlink(missing_ok=True)
+    with open(log_path, "w") as log_file:
+        try:
+            code = subprocess.run([sys.executable, "-m", "mobilenet.explain.worker", json.dumps(job)],
+                                  stdout=log_file, stderr=log_file, env=env, timeout=JOB_TIMEOUT_S,
+                                  cwd=Path(__file__).resolve().parents[2]).returncode
+        except subprocess.TimeoutExpired:
+            code = f"timeout after {JOB_TIMEOUT_S} s"
+    if not out.exists():  # the process died before it could write its own record
+        records.save(out, failed_record(task, variant, f"the {task} process ended ({code}) without a result; "
+                                                       f"see {log_path}"))
+
+
+def _run_task(task: str, variants, settings, force: bool, redone: list) -> None:
+    for variant in variants:
+        out = (profile_path if task == "profile" else sqnr_path)(settings.build_dir, variant.id)
+        stamp = stamp_path(settings.stamps_dir, f"explain-{task}-{variant.id}")
+        inputs = [p for p in _inputs(variant, task, settings) if p.exists()]
+        wanted = _job_settings(task)
+        fresh, reason = is_fresh([out], inputs, wanted, stamp)
+        if fresh and not force:
+            continue
+        why_not = _unavailable_reason(variant, task, settings)
+        started = time.perf_counter()
+        if why_not:
+            records.save(out, failed_record(task, variant, why_not))
+        else:
+            _run_job(task, variant, settings, out)
+        record_stamp(stamp, wanted, inputs)
+        redone.append(f"{task}:{variant.id}")
+        log.info("explain %s %-20s %5.1f s (%s)", task, variant.id, time.perf_counter() - started,
+                 "forced" if force else reason)
+
+
+def _verdicts(variants, settings, cpu_phrase: str, present: list) -> list:
+    from mobilenet.variants import VARIANTS
+    profiles = {p.variant: p for p in records.load_all(explain_dir(settings.build_dir) / "profile", OperatorProfile)}
+    out = []
+    for variant in variants:
+        meta_path = variant.meta_path(settings.models_dir)
+        meta = read_json(meta_path) if meta_path.exists() else {}
+        found = verdict.build(variant, profiles, meta, settings.results_dir, cpu_phrase, present, VARIANTS)
+        if found is not None:
+            out.append(asdict(found))
+    write_json(verdicts_path(settings.build_dir), out)
+    return out
+
+
+def run(settings, force: bool = False) -> ExplainSummary:
+    """Profile, compare and judge every selected variant; return what the run did."""
+    from mobilenet import logs
+    from mobilenet.variants import select
+    logs.setup(settings.logs_dir, "explain", settings.quiet)
+    variants = select(settings.only)
+    int8 = [v for v in variants if v.precision != "fp32"]
+    stage_seconds, redone = {}, []
+    for task, chosen in (("profile", variants), ("sqnr", int8)):
+        started = time.perf_counter()
+        _run_task(task, chosen, settings, force, redone)
+        stage_seconds[task] = round(time.perf_counter() - started, 1)
+
+    started = time.perf_counter()
+    model, flags = cpu.read_cpuinfo()
+    present, absent = cpu.relevant(flags)
+    _verdicts(variants, settings, cpu.describe(present, absent), present)
+    paths = chart_paths(settings.build_dir)
+    charts.kinds_chart(ordered(records.load_all(explain_dir(settings.build_dir) / "profile", OperatorProfile)),
+                       paths["kinds"])
+    charts.sqnr_chart(ordered(records.load_all(explain_dir(settings.build_dir) / "sqnr", QuantizationError)),
+                      sqnr.CAP_DB, paths["sqnr"])
+    stage_seconds["verdicts and charts"] = round(time.perf_counter() - started, 1)
+    summary = ExplainSummary(cpu_model=model, cpu_flags=present, cpu_flags_absent=absent,
+                             stage_seconds=stage_seconds, redone=redone, profile_calls=PROFILE_CALLS,
+                             sqnr_photos=SQNR_PHOTOS, sqnr_cap_db=sqnr.CAP_DB)
+    records.save(summary_path(settings.build_dir), summary)
+    unavailable = [r.variant for r in records.load_all(explain_dir(settings.build_dir) / "profile", OperatorProfile)
+                   if r.status == NOT_AVAILABLE]
+    log.info("explain: %d jobs redone in %.0f s%s", len(redone), sum(stage_seconds.values()),
+             f"; no operator profile for {', '.join(unavailable)}" if unavailable else "")
+    return summary
+
+
+def ordered(items: list) -> list:
+    from mobilenet.variants import display_order
+    return sorted(items, key=lambda r: display_order(r.variant))

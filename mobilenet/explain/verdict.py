@@ -1,0 +1,150 @@
+"""One or two sentences per variant, built only from what was measured here.
+
+An INT8 variant is compared with the FP32 variant of its own runtime, kind by kind (the
+INT8 / FP32 time of each operator kind in the profiles), on this CPU (its INT8-relevant
+instruction-set flags), with the quantization settings its build recorded. A variant of a
+runtime without INT8 is compared with eager FP32; eager FP32 itself gets where its time goes.
+The net ratio comes from the bench's results when they exist (many interleaved rounds),
+otherwise from the explain run's own unprofiled timing.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mobilenet.explain import kinds
+from mobilenet.explain.records import OK, OperatorProfile, Verdict
+
+# A kind enters the sentence when it is at least this share of either side's operator time.
+SHARE_TO_MENTION = 0.05
+KINDS_TO_MENTION = 3
+# Meta option keys that describe an INT8 scheme, in the order a sentence names them.
+SETTING_KEYS = ("engine", "qconfig", "activation_type", "weight_type", "activations", "weights", "scheme",
+                "per_channel", "reduce_range", "calibrate_method", "activation_observer", "layers", "dtype")
+
+
+def times(ratio: float) -> str:
+    """INT8/FP32 (or variant/baseline) time ratio as readers say it: 0.5 -> '2.0× faster'."""
+    if ratio <= 0:
+        return "n/a"
+    if abs(ratio - 1) < 0.05:
+        return "about the same speed (within 5 %)"
+    return f"{1 / ratio:.1f}× faster" if ratio < 1 else f"{ratio:.1f}× slower"
+
+
+def baseline_of(variant, variants) -> str | None:
+    """The FP32 variant of the same runtime for an INT8 one; eager FP32 for an FP32 variant of
+    a runtime that has no INT8 form; None for the reference itself."""
+    from mobilenet.variants import REFERENCE_ID
+    same_runtime_fp32 = [v for v in variants if v.runtime == variant.runtime and v.precision == "fp32"]
+    if variant.precision != "fp32" and same_runtime_fp32:
+        return same_runtime_fp32[0].id
+    if variant.id == REFERENCE_ID or any(v.runtime == variant.runtime and v.precision != "fp32"
+                                         for v in variants):
+        return None
+    return REFERENCE_ID
+
+
+def quantization_settings(meta: dict) -> str:
+    options = meta.get("options") or {}
+    parts = [f"{key}={options[key]}" for key in SETTING_KEYS if options.get(key) not in (None, "", {})]
+    return ", ".join(parts)
+
+
+def bench_p50(results_dir: Path, variant_id: str) -> tuple[float | None, float | None]:
+    """(p50 ms, speed-up vs eager) of the bench's 1-thread result, if there is one."""
+    from mobilenet.results import result_path
+    path = result_path(results_dir, variant_id, 1)
+    if not path.exists():
+        return None, None
+    data = json.loads(path.read_text())
+    if data.get("status") not in ("ok", "DEGRADED"):
+        return None, None
+    return data.get("p50_ms"), data.get("speedup_vs_eager")
+
+
+def net_ratio(subject: OperatorProfile, base: OperatorProfile, results_dir: Path) -> tuple[float | None, str]:
+    """subject time / base time and where the numbers come from."""
+    s_p50, s_speed = bench_p50(results_dir, subject.variant)
+    b_p50, b_speed = bench_p50(results_dir, base.variant)
+    if s_speed and b_speed:
+        return b_speed / s_speed, f"bench p50 {s_p50:.2f} vs {b_p50:.2f} ms, ratio of speed-ups vs eager"
+    if subject.unprofiled_p50_ms and base.unprofiled_p50_ms:
+        return (subject.unprofiled_p50_ms / base.unprofiled_p50_ms,
+                f"explain run's unprofiled p50 {subject.unprofiled_p50_ms:.2f} vs {base.unprofiled_p50_ms:.2f} ms")
+    return None, ""
+
+
+def kind_ratios(subject: OperatorProfile, base: OperatorProfile) -> dict:
+    """subject ms / base ms of each kind both spend time in."""
+    return {k: subject.kind_ms[k] / base.kind_ms[k] for k in kinds.KINDS
+            if subject.kind_ms.get(k) and base.kind_ms.get(k)}
+
+
+def _mentioned(subject: OperatorProfile, base: OperatorProfile, ratios: dict) -> list[str]:
+    s_total, b_total = subject.kind_sum_ms or 1.0, base.kind_sum_ms or 1.0
+    weight = {k: max(subject.kind_ms[k] / s_total, base.kind_ms[k] / b_total) for k in ratios}
+    chosen = [k for k in sorted(weight, key=weight.get, reverse=True)
+              if weight[k] >= SHARE_TO_MENTION and k != kinds.OTHER]
+    return chosen[:KINDS_TO_MENTION]
+
+
+def _kind_clauses(kind_names: list[str], ratios: dict, precision_words: tuple[str, str], cpu_phrase: str) -> list:
+    first, *rest = kind_names
+    subject_word, base_word = precision_words
+    clauses = [f"{first}s run {times(ratios[first])} in {subject_word} than {base_word} on {cpu_phrase}"]
+    return clauses + [f"{k}s {times(ratios[k])}" for k in rest]
+
+
+def _added_work(subject: OperatorProfile, base: OperatorProfile) -> str:
+    """Kinds only the subject spends time on (quantize/dequantize, layout conversions)."""
+    added = [(k, subject.kind_ms[k]) for k in (kinds.QDQ, kinds.LAYOUT)
+             if subject.kind_ms.get(k, 0) > base.kind_ms.get(k, 0) + 0.05]
+    return "; ".join(f"{k} adds {ms - base.kind_ms.get(k, 0):.2f} ms" for k, ms in added)
+
+
+def where_time_goes(profile: OperatorProfile) -> str:
+    total = profile.kind_sum_ms
+    shares = sorted(((ms / total, k) for k, ms in profile.kind_ms.items()), reverse=True)[:3]
+    text = ", ".join(f"{share * 100:.0f} % in {kind}s" if kind in kinds.CONV_KINDS else f"{share * 100:.0f} % {kind}"
+                     for share, kind in shares)
+    others = [op for op in profile.ops if op["kind"] == kinds.OTHER][:2]
+    if others:
+        text += "; the largest 'other' operators are " + ", ".join(
+            f"{op['name']} ({op['ms_per_call']:.2f} ms, {op['count_per_call']}× per call)" for op in others)
+    return f"{profile.variant}: of {total:.2f} ms of operator time per call, {text}."
+
+
+def build(variant, profiles: dict, meta: dict, results_dir: Path, cpu_phrase: str, cpu_flags: list,
+          variants) -> Verdict | None:
+    """The verdict of one variant, or None when it has no profile at all."""
+    subject = profiles.get(variant.id)
+    if subject is None:
+        return None
+    base_id = baseline_of(variant, variants)
+    settings = quantization_settings(meta) if variant.precision != "fp32" else ""
+    verdict = Verdict(variant=variant.id, baseline=base_id or "", runtime=variant.runtime, text="",
+                      cpu_flags=cpu_flags, quantization=settings)
+    if base_id is None:
+        verdict.text = where_time_goes(subject) if subject.status == OK else ""
+        return verdict if verdict.text else None
+    base = profiles.get(base_id)
+    if base is None:
+        return None
+    verdict.net_ratio, verdict.net_source = net_ratio(subject, base, results_dir)
+    net = (f"the net is {times(verdict.net_ratio)} ({verdict.net_source})"
+           if verdict.net_ratio else "no net figure: neither side was timed")
+    words = ("INT8", "FP32") if variant.precision != "fp32" else (variant.id, base_id)
+    scheme = f" INT8 settings: {settings}." if settings else ""
+    if subject.status == OK and base.status == OK:
+        verdict.kind_ratio = kind_ratios(subject, base)
+        mentioned = _mentioned(subject, base, verdict.kind_ratio)
+        parts = _kind_clauses(mentioned, verdict.kind_ratio, words, cpu_phrase) if mentioned else []
+        added = _added_work(subject, base)
+        verdict.text = "; ".join(parts + ([added] if added else []) + [net]) + "." + scheme
+        verdict.text = verdict.text[0].upper() + verdict.text[1:]
+    else:
+        missing = subject if subject.status != OK else base
+        verdict.text = (f"On {cpu_phrase}, {net}; no per-kind breakdown, because {missing.variant} has no "
+                        f"operator profile ({missing.reason.split(';')[0].split(' (')[0]}).{scheme}")
+    return verdict
