@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 def run(settings, force: bool = False):
-    from mobilenet.explain.run import run as run_explain
+    from mobilenet.explain.pipeline import run as run_explain
     return run_explain(settings, force=force)
 
 

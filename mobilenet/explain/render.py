@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from mobilenet.explain import kinds, run, sqnr
+from mobilenet.explain import kinds, pipeline, sqnr
 from mobilenet.explain.records import OK, ExplainSummary, OperatorProfile, QuantizationError, load, load_all
 
 
@@ -69,15 +69,15 @@ def _image(build_dir: Path, path: Path, alt: str) -> list[str]:
 def render_section(build_dir: Path) -> list[str]:
     """Markdown lines for report.md (which lives in build_dir); [] when explain has not run."""
     build_dir = Path(build_dir)
-    summary_file = run.summary_path(build_dir)
+    summary_file = pipeline.summary_path(build_dir)
     summary = load(summary_file, ExplainSummary) if summary_file.exists() else None
     if summary is None:
         return []
-    profiles = run.ordered(load_all(run.explain_dir(build_dir) / "profile", OperatorProfile))
-    errors = run.ordered(load_all(run.explain_dir(build_dir) / "sqnr", QuantizationError))
-    verdicts_file = run.verdicts_path(build_dir)
+    profiles = pipeline.ordered(load_all(pipeline.explain_dir(build_dir) / "profile", OperatorProfile))
+    errors = pipeline.ordered(load_all(pipeline.explain_dir(build_dir) / "sqnr", QuantizationError))
+    verdicts_file = pipeline.verdicts_path(build_dir)
     verdicts = load_json_list(verdicts_file)
-    charts = run.chart_paths(build_dir)
+    charts = pipeline.chart_paths(build_dir)
     flags = ", ".join(summary.cpu_flags) or "none"
     lines = ["## Why these numbers", "",
              f"Measured by `invoke explain` on {summary.cpu_model} (INT8-relevant flags present: {flags}; "

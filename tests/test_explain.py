@@ -1,0 +1,219 @@
+"""The explain step: operator kinds from real profiles, SQNR with its cap, honest "not
+available" rows, and the report section rendered from a small real explain run.
+
+Fast: no conversion chain. The torch profile is taken live; ONNX Runtime's and XNNPACK's
+operator sequences were captured from real profiles of the tiny test chain
+(MobileNet-V2 at 1 thread, onnxruntime 1.32, executorch 1.5.1) and are kept here as run-length
+lists, so the mapping is checked on what those profilers really print.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mobilenet.explain import kinds, records, sqnr
+
+MOBILENET_V2_KINDS = {kinds.CONV_1X1: 34, kinds.CONV_DW: 17, kinds.CONV_FULL: 1}
+
+# Captured with mobilenet.explain.profilers.onnxruntime on onnx-int8 / onnx-fp32.
+ORT_INT8 = [["QuantizeLinear", 1], ["Transpose", 1], ["QLinearConv", 9], ["QLinearAdd", 1], ["QLinearConv", 6],
+            ["QLinearAdd", 1], ["QLinearConv", 3], ["QLinearAdd", 1], ["QLinearConv", 6], ["QLinearAdd", 1],
+            ["QLinearConv", 3], ["QLinearAdd", 1], ["QLinearConv", 3], ["QLinearAdd", 1], ["QLinearConv", 6],
+            ["QLinearAdd", 1], ["QLinearConv", 3], ["QLinearAdd", 1], ["QLinearConv", 6], ["QLinearAdd", 1],
+            ["QLinearConv", 3], ["QLinearAdd", 1], ["QLinearConv", 4], ["Transpose", 1], ["DequantizeLinear", 1],
+            ["ReduceMean", 1], ["QuantizeLinear", 1], ["Reshape", 1], ["QGemm", 1], ["DequantizeLinear", 1]]
+ORT_FP32 = [["Conv", 52], ["ReorderOutput", 1], ["ReduceMean", 1], ["Reshape", 1], ["Gemm", 1]]
+
+
+def _expand(run_lengths) -> list[str]:
+    return [name for name, count in run_lengths for _ in range(count)]
+
+
+def _counts(names) -> Counter:
+    return Counter(kinds.classify_call(names))
+
+
+def test_mobilenet_v2_conv_list_matches_torchvision():
+    import torch
+    import torchvision
+    model = torchvision.models.mobilenet_v2(weights=None)
+    expected = []
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            expected.append(kinds.CONV_DW if m.groups > 1 else
+                            kinds.CONV_1X1 if m.kernel_size == (1, 1) else kinds.CONV_FULL)
+    assert list(kinds.MOBILENET_V2_CONVS) == expected
+
+
+def test_kinds_on_a_real_torch_profile():
+    import torch
+    import torchvision
+    from mobilenet.explain.profilers import torch as torch_profiler
+
+    class EagerRunner:  # the bench runner's run(): numpy in, numpy out, inference mode
+        def __init__(self):
+            self.module = torchvision.models.mobilenet_v2(weights=None).eval()
+
+        def run(self, image):
+            with torch.inference_mode():
+                return self.module(torch.from_numpy(image)).numpy()
+
+    class Variant:
+        runtime = "torch_eager"
+
+    image = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    capture = torch_profiler.profile(EagerRunner(), Variant(), None, image, calls=2, work_dir=None)
+    assert len(capture.calls) == 2 and len(capture.profiled_ms) == 2
+    names = [name for name, _ in capture.calls[0]]
+    counts = _counts(names)
+    for kind, expected in MOBILENET_V2_KINDS.items():
+        assert counts[kind] == expected, (kind, counts)
+    assert counts[kinds.ADD] == 10 and counts[kinds.POOL] == 1 and counts[kinds.LINEAR] == 1
+    # only top-level operators count: the convolution's own callees are not counted again
+    assert "aten::mkldnn_convolution" not in names and names.count("aten::conv2d") == 52
+
+
+def test_kinds_on_real_onnxruntime_profiles():
+    int8 = _counts(_expand(ORT_INT8))
+    for kind, expected in MOBILENET_V2_KINDS.items():
+        assert int8[kind] == expected
+    assert int8[kinds.ADD] == 10 and int8[kinds.LINEAR] == 1 and int8[kinds.POOL] == 1
+    assert int8[kinds.QDQ] == 4 and int8[kinds.LAYOUT] == 2
+    fp32 = _counts(_expand(ORT_FP32))  # ONNX Runtime fuses the residual adds into the convolutions
+    assert fp32[kinds.CONV_1X1] == 34 and fp32[kinds.LAYOUT] == 1 and fp32[kinds.ADD] == 0
+
+
+def test_a_call_that_is_not_mobilenet_v2_is_not_guessed():
+    """With a different number of convolutions only the name decides: XNNPACK's DWConv is
+    depthwise, torch's plain conv2d says nothing and stays 'other'."""
+    names = ["Convolution (NHWC, QS8) DWConv", "Convolution (NHWC, F32) IGEMM", "aten::conv2d",
+             "Fully Connected (NC, QS8) GEMM", "Global Average Pooling (NWC, F32)", "Fully Connected (NC, F32) GEMM",
+             "aten::addmm", "Convert (NC, F32, QS8)"]
+    assert kinds.classify_call(names) == [kinds.CONV_DW, kinds.CONV_FULL, kinds.OTHER, kinds.CONV_1X1,
+                                          kinds.POOL, kinds.LINEAR, kinds.LINEAR, kinds.QDQ]
+
+
+def test_sqnr_of_a_layer_against_itself_is_capped():
+    rng = np.random.default_rng(1)
+    layer = [rng.standard_normal((1, 8, 4, 4)).astype(np.float32) for _ in range(3)]
+    assert sqnr.sqnr_db(layer, [x.copy() for x in layer]) == (sqnr.CAP_DB, True)
+    (row,) = sqnr.layer_errors([("features.0", "conv", layer, layer)])
+    assert row["sqnr_db"] == sqnr.CAP_DB and row["capped"] is True and row["depth"] == 1.0
+
+
+def test_sqnr_of_a_quantized_layer_is_finite_and_follows_the_definition():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(10_000)
+    scale = (x.max() - x.min()) / 255
+    q = np.round(x / scale) * scale
+    value, capped = sqnr.sqnr_db(x, q)
+    assert not capped
+    assert value == pytest.approx(10 * np.log10(np.sum(x ** 2) / np.sum((x - q) ** 2)))
+    assert 35 < value < 50  # 8-bit rounding of a Gaussian: about 6 dB per bit, minus the range lost
+    with pytest.raises(ValueError, match="cannot compare"):
+        sqnr.sqnr_db(x, q[:-1])
+
+
+def test_litert_says_why_it_has_no_operator_profile():
+    from importlib import metadata
+
+    from mobilenet.explain.profilers import ProfilerUnavailable
+    from mobilenet.explain.profilers import litert as litert_profiler
+    with pytest.raises(ProfilerUnavailable, match=metadata.version("ai-edge-litert")) as raised:
+        litert_profiler.profile(None, None, None, None, 1, None)
+    assert "delegate" in str(raised.value)
+
+
+# ---- a small real explain run: eager FP32 and int8-dynamic made here in seconds, the
+# LiteRT variants selected but never built.
+
+def _tiny_build(root: Path) -> Path:
+    import torch
+    import torchvision
+
+    from mobilenet.fsutil import write_json
+    from mobilenet.logs import quiet_deprecations
+    from mobilenet.variants import by_id
+    quiet_deprecations()
+    models, data = root / "models", root / "data"
+    models.mkdir(parents=True)
+    data.mkdir()
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v2(weights=None).eval()
+    torch.save(model.state_dict(), by_id("fp32-eager").artifact_path(models))
+    rng = np.random.default_rng(3)
+    photos = rng.standard_normal((4, 3, 224, 224)).astype(np.float32)
+    np.save(data / "eval.npy", photos)
+    np.save(data / "calib.npy", photos[:2])
+    dynamic = by_id("int8-dynamic")
+    torch.backends.quantized.engine = dynamic.engine
+    quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    with torch.no_grad():
+        traced = torch.jit.trace(quantized, torch.from_numpy(photos[:1]))
+    torch.jit.freeze(traced.eval()).save(str(dynamic.artifact_path(models)))
+    for variant in ("fp32-eager", "int8-dynamic"):
+        write_json(by_id(variant).meta_path(models), {"variant": variant, "status": "ok", "options": {
+            "layers": "nn.Linear", "dtype": "qint8", "engine": "x86"} if variant == "int8-dynamic" else {}})
+    return root
+
+
+@pytest.fixture(scope="module")
+def explained(tmp_path_factory):
+    from mobilenet import explain
+    from mobilenet.settings import Settings
+    build = _tiny_build(tmp_path_factory.mktemp("explain") / "build")
+    settings = Settings().with_options(build_dir=build, only="int8-dynamic,litert-*", quiet=True)
+    summary = explain.run(settings)
+    return build, settings, summary
+
+
+def test_every_selected_variant_gets_a_row_and_unbuilt_ones_say_why(explained):
+    from mobilenet.explain import pipeline
+    build, _, summary = explained
+    profiles = {p.variant: p for p in records.load_all(pipeline.explain_dir(build) / "profile", records.OperatorProfile)}
+    assert set(profiles) == {"fp32-eager", "int8-dynamic", "litert-fp32", "litert-int8"}
+    for variant in ("fp32-eager", "int8-dynamic"):
+        p = profiles[variant]
+        assert p.status == records.OK and p.profiled_calls == pipeline.PROFILE_CALLS
+        assert p.kind_ms[kinds.CONV_1X1] > 0 and p.unprofiled_p50_ms > 0 and p.profiled_p50_ms > 0
+    for variant in ("litert-fp32", "litert-int8"):
+        p = profiles[variant]
+        assert p.status == records.NOT_AVAILABLE and "does not exist" in p.reason and not p.kind_ms
+    errors = {e.variant: e for e in records.load_all(pipeline.explain_dir(build) / "sqnr", records.QuantizationError)}
+    assert errors["litert-int8"].status == records.NOT_AVAILABLE
+    dynamic = errors["int8-dynamic"]
+    assert dynamic.status == records.OK and [layer["kind"] for layer in dynamic.layers] == [kinds.LINEAR]
+    assert "differ from the shipped artifact's by at most" in dynamic.fidelity
+    assert summary.profile_calls == pipeline.PROFILE_CALLS and set(summary.stage_seconds) >= {"profile", "sqnr"}
+
+
+def test_a_rerun_with_nothing_changed_redoes_nothing(explained):
+    from mobilenet import explain
+    _, settings, _ = explained
+    assert explain.run(settings).redone == []
+
+
+def test_render_section_from_the_explain_files_alone(explained):
+    from mobilenet import explain
+    from mobilenet.explain import pipeline
+    build, _, _ = explained
+    text = "\n".join(explain.render_section(build))
+    assert text.startswith("## Why these numbers")
+    row = next(line for line in text.splitlines() if line.startswith("| `fp32-eager`"))
+    assert "torch.profiler" in row and "not available" not in row
+    assert "- `litert-int8`: not available: litert-int8.tflite does not exist" in text
+    assert "classifier.1 (linear)" in text  # the one quantized layer of int8-dynamic, named
+    assert "**`fp32-eager`**: fp32-eager: of " in text  # where eager's time goes, from its profile
+    for chart in pipeline.chart_paths(build).values():
+        assert chart.stat().st_size > 0 and f"]({chart.relative_to(build).as_posix()})" in text
+    verdicts = json.loads(pipeline.verdicts_path(build).read_text())
+    assert {v["variant"] for v in verdicts} >= {"fp32-eager"}
+
+
+def test_render_section_is_empty_before_explain_ran(tmp_path):
+    from mobilenet import explain
+    assert explain.render_section(tmp_path) == []
