@@ -58,11 +58,8 @@ def bench_inputs(settings: Settings, variants: list[Variant]) -> list[Path]:
     for v in variants:
         meta = v.meta_path(models)
         files.append(meta)
-        if meta.exists() and read_json(meta).get("status") != SKIPPED:
-            files += [v.artifact_path(models)]
-            logits = check_logits_path(models, v)
-            if logits.exists():
-                files.append(logits)
+        if meta.exists():  # the files the build kept (artifact, companions, check logits)
+            files += [models / name for name in read_json(meta).get("files_sha256", {})]
     runners = [f"mobilenet.runners.{v.runtime}" for v in variants]
     return files + module_files(*MEASUREMENT_CODE, *runners)
 

@@ -112,7 +112,7 @@ def artifact_problem(variant: Variant, models_dir: Path) -> str | None:
     if not meta_path.exists():
         return "not built"
     meta = read_json(meta_path)
-    if meta.get("status") == SKIPPED:
+    if "files_sha256" not in meta:  # skipped, or FAILED by a build error: nothing was kept to check
         return None
     recorded = meta.get("files_sha256") or {}
     for path in _kept_files(variant, models_dir):

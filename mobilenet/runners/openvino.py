@@ -4,13 +4,14 @@ The artifact is two files: `size_bytes` counts both, as a device ships both.
 """
 from __future__ import annotations
 
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import openvino  # an ImportError here is reported by runner_module as RuntimeUnavailable
 import openvino.properties as props
 import openvino.properties.hint as hints
+
+from mobilenet.runners import BaseRunner
 
 DEVICE = "CPU"
 
@@ -21,12 +22,12 @@ def ir_files(xml_path: Path) -> list[Path]:
     return [xml_path, xml_path.with_suffix(".bin")]
 
 
-class Runner:
-    def __init__(self, threads: int, **options):
-        if options:
-            raise TypeError(f"the openvino runner takes no options, got {sorted(options)}")
-        self.threads = int(threads)
-        self.threads_effective = self.threads
+class Runner(BaseRunner):
+    package = "openvino"
+    extra_packages = ("nncf",)  # the INT8 builder's quantizer, when installed (not on devices)
+
+    def __init__(self, threads: int):
+        super().__init__(threads)  # threads_effective is read back from the compiled model
         self.path: Path | None = None
         self.request = None
 
@@ -35,6 +36,7 @@ class Runner:
         missing = [str(p) for p in ir_files(self.path) if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"OpenVINO IR incomplete, missing: {', '.join(missing)}")
+        self.files = ir_files(self.path)
         config = {
             # One request at a time on one stream: latency at a given thread count, as for
             # the other runtimes (the THROUGHPUT hint would split the threads into streams).
@@ -57,15 +59,3 @@ class Runner:
         # infer() copies the output out of the request's tensor (share_outputs=False), so
         # the array stays valid after the next call.
         return self.request.infer({0: image})[0]
-
-    def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in ir_files(self.path))
-
-
-def versions() -> dict[str, str]:
-    found = {"openvino": metadata.version("openvino")}
-    try:
-        found["nncf"] = metadata.version("nncf")  # the INT8 builder's quantizer, if installed
-    except metadata.PackageNotFoundError:
-        pass
-    return found

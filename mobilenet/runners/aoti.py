@@ -1,0 +1,38 @@
+"""AOTInductor packages (.pt2): the torch.export'ed model compiled ahead of time to a shared library.
+
+The package holds the compiled model (a .so with its weights inside) and runs through
+torch._inductor.aoti_load_package; torchvision is not needed. The generated kernels are
+OpenMP loops without a fixed thread count, and the .so resolves libgomp to the copy torch
+has already loaded, so torch.set_num_threads governs them as it does torch's own operators.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch  # an ImportError here is reported by runner_module as RuntimeUnavailable
+import torch._inductor
+
+from mobilenet.runners import BaseRunner
+
+
+class Runner(BaseRunner):
+    package = "torch"
+
+    def __init__(self, threads: int):
+        super().__init__(threads)
+        torch.set_num_threads(int(threads))
+        self.threads_effective = torch.get_num_threads()
+        self.path: Path | None = None
+        self.model = None
+
+    def load(self, path: Path) -> None:
+        self.path = Path(path)
+        self.files = [self.path]
+        self.model = torch._inductor.aoti_load_package(str(self.path))
+
+    def run(self, image: np.ndarray) -> np.ndarray:
+        tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+        with torch.inference_mode():
+            # Each call returns a newly allocated output, so the array stays valid.
+            return self.model(tensor).numpy()

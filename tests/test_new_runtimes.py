@@ -1,0 +1,202 @@
+"""OpenVINO and AOTInductor: each builder makes its artifact, its runner runs it, eager FP32 judges.
+
+The builders are called directly on a small build context (8 calibration photos, 8
+evaluation photos), not through the invoke chain, so these tests need nothing built before.
+A runtime that is not installed skips its tests.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+
+from conftest import REPO, SAMPLE_IMAGES, WEIGHTS, requires_shared
+from mobilenet.build import BuildContext
+from mobilenet.dataset import Prepared
+from mobilenet.images import read_manifest
+from mobilenet.model import load_fp32
+from mobilenet.npyimages import NpyImages
+from mobilenet.preprocess import load_image
+from mobilenet.runners import runner_module
+from mobilenet.settings import Settings
+
+pytestmark = requires_shared
+PHOTOS = 8
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Prepared:
+    """8 calibration and 8 evaluation photos of the manifest, preprocessed as the chain does."""
+    folder = tmp_path_factory.mktemp("data")
+    rows = read_manifest(REPO / "calib_images" / "manifest.csv")
+    chosen = {split: [r for r in rows if r.split == split][:PHOTOS] for split in ("calib", "eval")}
+    for split, split_rows in chosen.items():
+        arrays = [load_image(SAMPLE_IMAGES / row.filename).numpy() for row in split_rows]
+        np.save(folder / f"{split}.npy", np.concatenate(arrays).astype(np.float32))
+    return Prepared(calib=NpyImages(folder / "calib.npy"), eval=NpyImages(folder / "eval.npy"),
+                    labels=[r.label for r in chosen["eval"]], eval_names=[r.filename for r in chosen["eval"]],
+                    image_set="test-sample", preprocess_ms=0.0, fingerprint="test-sample")
+
+
+@pytest.fixture(scope="module")
+def fp32(data):
+    model, weights = load_fp32(str(WEIGHTS))
+    return model, weights
+
+
+@pytest.fixture(scope="module")
+def ctx(data, fp32) -> BuildContext:
+    model, weights = fp32
+    # The builders use the model, the photos and the log; no registry entry is needed.
+    return BuildContext(Settings(), None, weights, data, model, logging.getLogger("mobilenet.test"))
+
+
+@pytest.fixture(scope="module")
+def photos(data) -> np.ndarray:
+    return np.concatenate(list(data.eval))
+
+
+@pytest.fixture(scope="module")
+def eager_logits(fp32, photos) -> np.ndarray:
+    import torch
+    with torch.no_grad():
+        return fp32[0](torch.from_numpy(photos)).numpy()
+
+
+@pytest.fixture
+def torch_threads():
+    """Put torch's thread count back: the AOTI runner sets it process-wide."""
+    import torch
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def run_photos(runtime: str, path, photos: np.ndarray, threads: int = 1):
+    runner = runner_module(runtime).Runner(threads=threads)
+    runner.load(path)
+    logits = np.concatenate([runner.run(photos[i:i + 1]) for i in range(len(photos))])
+    assert logits.shape == (len(photos), 1000) and logits.dtype == np.float32
+    return runner, logits
+
+
+def assert_fp32_parity(logits, reference):
+    assert (logits.argmax(1) == reference.argmax(1)).all()
+    assert np.abs(logits - reference).max() <= 1e-3
+
+
+def agreement(logits, reference) -> float:
+    return float((logits.argmax(1) == reference.argmax(1)).mean())
+
+
+def fp32_weight_bytes(model) -> int:
+    return 4 * sum(p.numel() for p in model.parameters())
+
+
+# ---- OpenVINO
+
+@pytest.fixture(scope="module")
+def openvino_fp32(ctx, tmp_path_factory):
+    pytest.importorskip("openvino")
+    from mobilenet.convert_openvino import convert_fp32
+    out = tmp_path_factory.mktemp("openvino-fp32") / "openvino-fp32.xml"
+    return out, convert_fp32(ctx, out)
+
+
+@pytest.fixture(scope="module")
+def openvino_int8(ctx, tmp_path_factory):
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from mobilenet.convert_openvino import quantize_int8
+    out = tmp_path_factory.mktemp("openvino-int8") / "openvino-int8.xml"
+    return out, quantize_int8(ctx, out)
+
+
+def test_openvino_fp32_is_xml_and_bin_matching_eager(openvino_fp32, photos, eager_logits, fp32):
+    xml, settings = openvino_fp32
+    bin_ = xml.with_suffix(".bin")
+    assert settings["files"] == [xml.name, bin_.name]
+    # FP32 weights, not save_model's default FP16 compression (which fails parity).
+    assert bin_.stat().st_size >= 0.95 * fp32_weight_bytes(fp32[0])
+    runner, logits = run_photos("openvino", xml, photos)
+    assert_fp32_parity(logits, eager_logits)
+    assert runner.size_bytes() == xml.stat().st_size + bin_.stat().st_size
+    assert runner.threads_effective == 1
+
+
+def test_openvino_int8_is_quantized_agrees_and_is_smaller(openvino_int8, openvino_fp32, photos, eager_logits):
+    xml, settings = openvino_int8
+    assert settings["fake_quantize_nodes"] > 0 and settings["calibration_photos"] == PHOTOS
+    assert settings["overflow_fix"] == "ENABLE"
+    runner, logits = run_photos("openvino", xml, photos)
+    assert agreement(logits, eager_logits) >= 0.8
+    fp32_runner = runner_module("openvino").Runner(threads=1)
+    fp32_runner.load(openvino_fp32[0])
+    assert runner.size_bytes() < 0.35 * fp32_runner.size_bytes()
+
+
+def test_openvino_threads_are_read_back_from_the_compiled_model(openvino_fp32, photos, eager_logits):
+    runner, logits = run_photos("openvino", openvino_fp32[0], photos[:1], threads=2)
+    assert runner.threads_effective == 2
+    assert logits.argmax() == eager_logits[0].argmax()
+    versions = runner_module("openvino").Runner.versions()
+    assert versions["openvino"] and versions["nncf"]
+
+
+def test_openvino_ir_without_its_bin_is_refused_by_name(openvino_fp32, tmp_path):
+    lone_xml = tmp_path / "lone.xml"
+    shutil.copy(openvino_fp32[0], lone_xml)
+    runner = runner_module("openvino").Runner(threads=1)
+    with pytest.raises(FileNotFoundError, match="lone.bin"):
+        runner.load(lone_xml)
+
+
+# ---- AOTInductor
+
+@pytest.fixture(scope="module")
+def aoti_fp32(ctx, tmp_path_factory):
+    from mobilenet.convert_aoti import compile_fp32
+    out = tmp_path_factory.mktemp("aoti-fp32") / "aoti-fp32.pt2"
+    return out, compile_fp32(ctx, out)
+
+
+@pytest.fixture(scope="module")
+def aoti_int8(ctx, tmp_path_factory):
+    pytest.importorskip("torchao")
+    from mobilenet.convert_aoti import compile_int8
+    out = tmp_path_factory.mktemp("aoti-int8") / "aoti-int8.pt2"
+    return out, compile_int8(ctx, out)
+
+
+def test_aoti_fp32_package_matches_eager(aoti_fp32, photos, eager_logits, torch_threads):
+    package, settings = aoti_fp32
+    assert zipfile.is_zipfile(package)
+    assert settings["input_shape"] == [1, 3, 224, 224]
+    runner, logits = run_photos("aoti", package, photos)
+    assert_fp32_parity(logits, eager_logits)
+    assert runner.size_bytes() == package.stat().st_size
+    assert runner.threads_effective == 1
+
+
+def test_aoti_threads_are_torchs(aoti_fp32, photos, eager_logits, torch_threads):
+    runner, logits = run_photos("aoti", aoti_fp32[0], photos[:1], threads=2)
+    assert runner.threads_effective == 2
+    assert logits.argmax() == eager_logits[0].argmax()
+    assert runner_module("aoti").Runner.versions()["torch"]
+
+
+def test_aoti_int8_runs_int8_convolutions_and_agrees(aoti_int8, aoti_fp32, photos, eager_logits, torch_threads):
+    package, settings = aoti_int8
+    assert settings["int8_convolutions"] > 0 and settings["calibration_photos"] == PHOTOS
+    _, logits = run_photos("aoti", package, photos)
+    assert agreement(logits, eager_logits) >= 0.8
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "aoti"])
+def test_runners_refuse_options_they_do_not_have(runtime):
+    module = pytest.importorskip(f"mobilenet.runners.{runtime}")
+    with pytest.raises(TypeError, match="engine"):
+        module.Runner(threads=1, engine="x86")
