@@ -117,8 +117,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("only", _variant_globs, None, "variant globs, e.g. 'onnx-*,int8-*'", True),
     Option("sessions", _integer(1), 5, "fresh processes per variant (intervals need 2 or more)", True),
     Option("warmup", _integer(0), 10, "untimed calls per process before timing", True),
-    Option("min_runs", _integer(1), 200, "timed calls per variant over all sessions, at least", True),
-    Option("min_seconds", _positive_seconds, 10.0, "timed seconds per variant over all sessions, at least", True),
+    # Totals over all sessions. The intervals' width comes from the number of sessions (the
+    # process-to-process spread), not from more calls within one, so sessions get the budget.
+    Option("min_runs", _integer(1), 100, "timed calls per variant over all sessions, at least", True),
+    Option("min_seconds", _positive_seconds, 5.0, "timed seconds per variant over all sessions, at least", True),
     Option("burst", _integer(1), 10, "calls per burst in the interleaved rounds", True),
     Option("tag", _text, None, "machine id in results (default hostname + CPU model)"),
     Option("quiet", _flag, False, "no progress bars or step messages (warnings and errors stay)"),
