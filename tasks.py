@@ -146,6 +146,21 @@ def bench(c, threads=None, only=None, sessions=None, min_runs=None, min_seconds=
         _fail_later(f"bench: FAILED {', '.join(failed)} (see build/results and the report)")
 
 
+@task(help=FORCE_HELP)
+def explain(c, force=False):
+    """Where each variant's time goes (each runtime's own profiler), which layers lose accuracy in
+    INT8 (per-layer SQNR), and a verdict per runtime; after bench, outside the timed runs."""
+    from mobilenet import explain as explain_module
+    from mobilenet.fsutil import BuildFolderBusy, io_errors
+    settings = _settings()
+    bench(c)
+    try:
+        with io_errors():
+            explain_module.run(settings, force=force)
+    except (BuildFolderBusy, ValueError) as exc:
+        _fail(str(exc))
+
+
 @task(help={"results": "extra result folders to merge, comma-separated"})
 def report(c, results=None):
     """Write build/report.md and its charts (build/plots/) from result files (no rerun).
@@ -156,12 +171,14 @@ def report(c, results=None):
     """
     from mobilenet import report as report_module
     from mobilenet.fsutil import io_errors
+    from mobilenet.explain import render_section
     settings = _settings()
-    bench(c)
+    explain(c)
     try:
         with io_errors():
             folders = report_module.result_folders(settings.build_dir, [p for p in (results or "").split(",") if p])
-            out, failed = report_module.write(folders, settings.build_dir / "report.md")
+            out, failed = report_module.write(folders, settings.build_dir / "report.md",
+                                              render_section(settings.build_dir))
     except ValueError as exc:
         _fail(str(exc))
     print(f"report: {out}")

@@ -364,8 +364,9 @@ def check_not_mixed(files: list[tuple[Path, Result]]) -> None:
                              f"own --tag")
 
 
-def write(results_dirs: list[Path], out: Path) -> tuple[Path, list[str]]:
-    """report.md at `out`, its charts under plots/ beside it, linked by relative paths.
+def write(results_dirs: list[Path], out: Path, sections: list[str] = ()) -> tuple[Path, list[str]]:
+    """report.md at `out`, its charts under plots/ beside it, linked by relative paths;
+    `sections` are further markdown lines made elsewhere from files of their own (explain).
 
     Returns the path and the FAILED rows (variant@threads), which the caller turns into a
     non-zero exit after the report is written.
@@ -377,7 +378,7 @@ def write(results_dirs: list[Path], out: Path) -> tuple[Path, list[str]]:
     check_not_mixed([pr for pr in files if id(pr[1]) in kept])
     figures = {key: path.relative_to(out.parent).as_posix()
                for key, path in plots.write_all(results, out.parent / "plots").items()}
-    text = render(results, figures, dropped)
+    text = render(results, figures, dropped) + ("\n" + "\n".join(sections) + "\n" if sections else "")
     with atomic_path(out) as tmp:
         tmp.write_text(text)
     return out, [f"{r.variant}@{r.threads}t" for r in results if r.status == "FAILED"]
