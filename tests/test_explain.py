@@ -29,6 +29,32 @@ ORT_INT8 = [["QuantizeLinear", 1], ["Transpose", 1], ["QLinearConv", 9], ["QLine
 ORT_FP32 = [["Conv", 52], ["ReorderOutput", 1], ["ReduceMean", 1], ["Reshape", 1], ["Gemm", 1]]
 
 
+def _xnnpack_blocks(dw: str, fc: str, add: str) -> list:
+    """The body of XNNPACK's MobileNet-V2 trace: stage by stage, inverted residual blocks as
+    [DWConv, FC (project)] or [FC (expand), DWConv, FC (project)], plus an Add where residual."""
+    runs = []
+    for expansion, _, repeats, stride in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                                          (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)):
+        for index in range(repeats):
+            runs += ([[fc, 1]] if expansion != 1 else []) + [[dw, 1], [fc, 1]]
+            if index > 0:
+                runs.append([add, 1])
+    return runs
+
+
+# Captured with mobilenet.explain.profilers.executorch (ETDump) on executorch-int8 / -fp32:
+# the same sequences as these, written out compactly.
+XNNPACK_INT8 = ([["Convert (NC)", 1], ["Transpose (ND, X8)", 1], ["Convolution (NHWC, QC8) IGEMM", 1]]
+                + _xnnpack_blocks("Convolution (NHWC, QC8) DWConv", "Fully Connected (NC, QS8, QC8W) GEMM",
+                                  "Add (ND)")
+                + [["Fully Connected (NC, QS8, QC8W) GEMM", 1], ["Mean (ND)", 1], ["Transpose (ND, X8)", 1],
+                   ["Static Reshape (NC)", 1], ["Fully Connected (NC, QS8, QC8W) GEMM", 1], ["Convert (NC)", 1]])
+XNNPACK_FP32 = ([["Transpose (ND, X32)", 1], ["Convolution (NHWC, F32) IGEMM", 1]]
+                + _xnnpack_blocks("Convolution (NHWC, F32) DWConv", "Fully Connected (NC, F32) GEMM", "Add (ND)")
+                + [["Fully Connected (NC, F32) GEMM", 1], ["Mean (ND) Reduce2", 1], ["Transpose (ND, X32)", 1],
+                   ["Static Reshape (NC)", 1], ["Fully Connected (NC, F32) GEMM", 1]])
+
+
 def _expand(run_lengths) -> list[str]:
     return [name for name, count in run_lengths for _ in range(count)]
 
@@ -85,6 +111,24 @@ def test_kinds_on_real_onnxruntime_profiles():
     assert int8[kinds.QDQ] == 4 and int8[kinds.LAYOUT] == 2
     fp32 = _counts(_expand(ORT_FP32))  # ONNX Runtime fuses the residual adds into the convolutions
     assert fp32[kinds.CONV_1X1] == 34 and fp32[kinds.LAYOUT] == 1 and fp32[kinds.ADD] == 0
+
+
+@pytest.mark.parametrize("trace", [XNNPACK_INT8, XNNPACK_FP32], ids=["int8", "fp32"])
+def test_kinds_on_real_executorch_xnnpack_profiles(trace):
+    """XNNPACK runs 1x1 convolutions as Fully Connected: only the one after the pool is the
+    classifier. Its own DWConv / IGEMM names must agree with the architecture's order."""
+    names = _expand(trace)
+    found = kinds.classify_call(names)
+    counts = Counter(found)
+    for kind, expected in MOBILENET_V2_KINDS.items():
+        assert counts[kind] == expected
+    assert counts[kinds.LINEAR] == 1 and counts[kinds.ADD] == 10 and counts[kinds.POOL] == 1
+    assert counts[kinds.LAYOUT] == 2 and counts[kinds.QDQ] == (2 if trace is XNNPACK_INT8 else 0)
+    for name, kind in zip(names, found):
+        if "DWConv" in name:
+            assert kind == kinds.CONV_DW
+        if "IGEMM" in name:
+            assert kind == kinds.CONV_FULL
 
 
 def test_a_call_that_is_not_mobilenet_v2_is_not_guessed():

@@ -21,26 +21,25 @@ def _is_operator(name: str) -> bool:
 
 
 def split_calls(events) -> list[list]:
-    """Top-level operators of each profiled call, in start order: [(name, ms)]."""
-    calls = {}
-    for event in events:
-        if not _is_operator(event.name):
-            continue
-        parent, call = event.cpu_parent, None
-        while parent is not None:
-            if parent.name == CALL_RANGE:
-                call = parent
-                break
-            if _is_operator(parent.name):
-                break  # nested inside another operator: counted there
-            parent = parent.cpu_parent
-        if call is not None:
-            calls.setdefault(call.id, []).append(event)
-    out = []
-    for _, ops in sorted(calls.items(), key=lambda kv: kv[1][0].time_range.start):
-        ops.sort(key=lambda e: e.time_range.start)
-        out.append([(e.name, e.cpu_time_total / 1000.0) for e in ops])
-    return out
+    """Top-level operators of each profiled call, in start order: [(name, ms)].
+
+    `events` are torch's raw Kineto events (name, start_ns, end_ns): building the profiler's
+    own event tree costs seconds per thousand operators, and on one thread nesting is just
+    interval containment: an operator that starts before the previous top-level one ends is
+    its callee.
+    """
+    spans = sorted(((e.start_ns(), e.end_ns(), e.name(), e.start_thread_id()) for e in events),
+                   key=lambda span: (span[0], -span[1]))
+    calls, current, call_end, call_thread, operator_end = [], None, -1, None, -1
+    for start, end, name, thread in spans:
+        if name == CALL_RANGE:
+            current, call_end, call_thread, operator_end = [], end, thread, -1
+            calls.append(current)
+        elif current is not None and _is_operator(name) and thread == call_thread \
+                and start <= call_end and start >= operator_end:
+            current.append((name, (end - start) / 1e6))
+            operator_end = end
+    return calls
 
 
 def profile(runner, variant, artifact, image, calls: int, work_dir):
@@ -57,4 +56,4 @@ def profile(runner, variant, artifact, image, calls: int, work_dir):
             wall.append((time.perf_counter() - start) * 1000)
     return Capture(profiler=PROFILER_NAME,
                    visibility=f"every aten/quantized operator {_INTERPRETERS[variant.runtime]} dispatches",
-                   calls=split_calls(prof.events()), profiled_ms=wall)
+                   calls=split_calls(prof.profiler.kineto_results.events()), profiled_ms=wall)
