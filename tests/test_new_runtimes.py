@@ -188,9 +188,13 @@ def test_aoti_threads_are_torchs(aoti_fp32, photos, eager_logits, torch_threads)
     assert runner_module("aoti").Runner.versions()["torch"]
 
 
-def test_aoti_int8_runs_int8_convolutions_and_agrees(aoti_int8, aoti_fp32, photos, eager_logits, torch_threads):
+def test_aoti_int8_runs_every_convolution_in_int8_and_agrees(aoti_int8, fp32, photos, eager_logits, torch_threads):
+    import torch
     package, settings = aoti_int8
-    assert settings["int8_convolutions"] > 0 and settings["calibration_photos"] == PHOTOS
+    convolutions = sum(isinstance(m, torch.nn.Conv2d) for m in fp32[0].modules())
+    # Fused into oneDNN int8 convolutions, none left as dequantize -> float convolution.
+    assert (settings["int8_convolutions"], settings["float_convolutions"]) == (convolutions, 0)
+    assert settings["calibration_photos"] == PHOTOS
     _, logits = run_photos("aoti", package, photos)
     assert agreement(logits, eager_logits) >= 0.8
 
