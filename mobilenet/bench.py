@@ -92,7 +92,7 @@ def _native_benchmark(variant: Variant, artifact: Path, threads: int, settings: 
             log.warning("  litert-benchmark failed on %s (exit %d); see the bench log", variant.id, done.returncode)
             log.debug("%s\n%s", done.stdout[-2000:], done.stderr[-2000:])
             return None
-        return json.loads(out.read_text())
+        return json.loads(out.read_text()).get("latency")
 
 
 def _accuracy_fields(variant: Variant, settings: Settings, data: Prepared) -> dict:
@@ -197,9 +197,10 @@ def bench_threads(variants: list[Variant], threads: int, settings: Settings, dat
     for v in variants:
         native = None
         if natives.get(v.id):
-            medians = [n["median_ms"] for n in natives[v.id] if "median_ms" in n]
-            native = {"tool": "litert-benchmark", "runs": len(medians), "median_ms": statistics.median(medians),
-                      "session_median_ms": medians} if medians else None
+            runs = [n for n in natives[v.id] if "median_ms" in n]
+            native = {"tool": "litert-benchmark", "sessions": len(runs), "calls_per_session": runs[0]["num_runs"],
+                      "median_ms": statistics.median(n["median_ms"] for n in runs),
+                      "session_median_ms": [n["median_ms"] for n in runs]} if runs else None
         results.append(_result(v, metas[v.id], sessions, threads, env_base, data, settings, meter.reason, native))
     return results
 

@@ -176,8 +176,9 @@ def harness_lines(results: list[Result]) -> list[str]:
     for r in results:
         native = r.native_benchmark
         if r.measured and native and native.get("median_ms"):
-            lines.append(f"- `{md(r.variant)}`: {md(native['tool'])} (the runtime's own benchmark, run between our "
-                         f"sessions, {native['runs']} runs) median {native['median_ms']:.2f} ms; our p50 "
+            lines.append(f"- `{md(r.variant)}`: {md(native['tool'])} (the runtime's own benchmark program, run "
+                         f"on the same file and threads between our sessions, {native['sessions']} × "
+                         f"{native['calls_per_session']} calls) median {native['median_ms']:.2f} ms; our p50 "
                          f"{r.p50_ms:.2f} ms: our harness costs {r.p50_ms - native['median_ms']:+.2f} ms per call "
                          f"({(r.p50_ms / native['median_ms'] - 1) * 100:+.1f} %).")
     return lines
