@@ -6,7 +6,7 @@ FP32 graph. INT8 is PT2E post-training quantization with X86InductorQuantizer, c
 on the real calibration photos; Inductor's freezing passes then fuse each
 dequantize -> conv -> quantize pattern into a oneDNN int8 convolution with prepacked weights.
 
-Compilation is the slow part (minutes on 2 busy cores); it happens once, at build time.
+Compiling takes ~45 s of CPU per package (gcc on the generated C++), once, at build time.
 torchao is imported inside the INT8 builder: the FP32 path has no use for it.
 """
 from __future__ import annotations
@@ -77,7 +77,10 @@ def _quantizer(reduce_range: bool):
 
 
 # reduce_range: 7-bit activations, which X86InductorQuantizer's own docs advise on CPUs
-# without VNNI (as this one), where u8 x s8 products saturate in int16.
+# without VNNI (as this one), where u8 x s8 products saturate in int16. Activations keep the
+# default HistogramObserver: 96.5 % top-1 agreement with eager FP32 on 200 photos (compiled);
+# a MinMaxObserver agreed 94 % on the first 100 (q/dq reference run) and calibrated 50 photos
+# in ~45 s of CPU instead of ~80 s, the observers' aminmax/histc being most of the build.
 INT8_SETTINGS = {"quantizer": "X86InductorQuantizer", "reduce_range": True}
 
 
