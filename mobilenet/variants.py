@@ -114,11 +114,15 @@ VARIANTS: tuple[Variant, ...] = (
                    "fix on every layer (7-bit weights: without VNNI, u8 x s8 pair sums saturate): 97.5 % "
                    "agreement on 200 photos, against 94.5 % with the default first-layer-only fix."),
     Variant("aoti-fp32", "aoti", "fp32", "aoti-fp32.pt2", "compile-aoti",
-            "mobilenet.convert_aoti:compile_fp32", "torch.export -> AOTInductor package (.pt2, compiled .so)"),
+            "mobilenet.convert_aoti:compile_fp32", "torch.export -> AOTInductor package (.pt2, compiled .so)",
+            tuning="compiled without Inductor freezing: frozen (oneDNN-prepacked) FP32 ran about 3x slower "
+                   "at 1 thread on this CPU."),
     Variant("aoti-int8", "aoti", "int8", "aoti-int8.pt2", "compile-aoti",
             "mobilenet.convert_aoti:compile_int8", "PT2E X86InductorQuantizer INT8 -> AOTInductor package",
-            tuning="X86InductorQuantizer default config with reduce_range (7-bit activations for AVX2 "
-                   "without VNNI)."),
+            tuning="X86InductorQuantizer default config: int8 per-channel symmetric weights, uint8 "
+                   "histogram-observed activations with reduce_range (7-bit, for AVX2 without VNNI); compiled "
+                   "with Inductor freezing so all 52 convolutions run as oneDNN int8 (the builder checks). "
+                   "96.5 % agreement on 200 photos; a min/max observer agreed 94 % on 100."),
 )
 
 @dataclass(frozen=True)
