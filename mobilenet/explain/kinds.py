@@ -56,7 +56,8 @@ _BY_NAME = (
 )
 # "add" is also in aten::addmm (a linear layer) and its relatives.
 _NOT_ADD = ("addmm", "addcmul", "addcdiv", "addmv", "addbmm")
-_LINEAR_NAMES = ("linear", "addmm", "aten::matmul", "aten::mm", "gemm", "matmul", "fully connected")
+_LINEAR_NAMES = ("linear", "addmm", "aten::matmul", "aten::mm", "gemm", "matmul", "fully connected",
+                 "fullyconnected")
 
 
 def _name_kind(lowered: str) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from mobilenet.explain import charts, cpu, records, sqnr, verdict
-from mobilenet.explain.numerics import NUMERICS_MODULES
+from mobilenet.explain.numerics import NUMERICS_MODULES, saved_program_path
 from mobilenet.explain.profilers import PROFILER_MODULES
 from mobilenet.explain.records import NOT_AVAILABLE, ExplainSummary, OperatorProfile, QuantizationError
 from mobilenet.explain.worker import THREAD_ENV, failed_record
@@ -68,7 +69,8 @@ def _inputs(variant, task: str, settings) -> list[Path]:
     files = [variant.artifact_path(models), variant.meta_path(models), settings.data_dir / "eval.npy"]
     if task == "sqnr":
         files += [v.artifact_path(models) for v in VARIANTS if v.runtime == variant.runtime and v.precision == "fp32"]
-        files += [by_id(REFERENCE_ID).artifact_path(models), settings.data_dir / "calib.npy"]
+        files += [by_id(REFERENCE_ID).artifact_path(models), settings.data_dir / "calib.npy",
+                  saved_program_path(variant.artifact_path(models))]
     return [*dict.fromkeys(files), *_code_files(variant)]
 
 
@@ -82,12 +84,12 @@ def _unavailable_reason(variant, task: str, settings) -> str | None:
     if variant.runtime not in table:
         what = "operator profiler" if task == "profile" else "per-layer comparison"
         return f"no {what} is wired up for the {variant.runtime} runtime"
+    if variant.artifact_path(settings.models_dir).exists():
+        return None
     meta = variant.meta_path(settings.models_dir)
-    if meta.exists() and read_json(meta).get("status") not in (None, "ok"):
-        return f"the artifact was not built: {read_json(meta).get('reason', 'skipped')}"
-    if not variant.artifact_path(settings.models_dir).exists():
-        return f"{variant.artifact} does not exist (run its build step, `invoke {variant.step}`)"
-    return None
+    if meta.exists() and read_json(meta).get("reason"):  # the build step skipped it, and said why
+        return f"the artifact was not built: {read_json(meta)['reason']}"
+    return f"{variant.artifact} does not exist (run its build step, `invoke {variant.step}`)"
 
 
 def _run_job(task: str, variant, settings, out: Path) -> None:
@@ -109,6 +111,11 @@ def _run_job(task: str, variant, settings, out: Path) -> None:
                                                        f"see {log_path}"))
 
 
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _run_task(task: str, variants, settings, force: bool, redone: list, parallel: int = 1) -> None:
     """Run the task's stale jobs; `parallel` jobs at a time (profiles: always one, so no
     profile shares the CPU with another job)."""
@@ -123,15 +130,16 @@ def _run_task(task: str, variants, settings, force: bool, redone: list, parallel
         if fresh and not force:
             return
         why_not = _unavailable_reason(variant, task, settings)
-        started = time.perf_counter()
+        started, cpu_before = time.perf_counter(), _children_cpu_s()
         if why_not:
             records.save(out, failed_record(task, variant, why_not))
         else:
             _run_job(task, variant, settings, out)
         record_stamp(stamp, wanted, inputs)
         redone.append(f"{task}:{variant.id}")
-        log.info("explain %s %-20s %5.1f s (%s)", task, variant.id, time.perf_counter() - started,
-                 "forced" if force else reason)
+        # CPU seconds of finished child processes: exact per job when jobs run one at a time.
+        log.info("explain %s %-20s %5.1f s wall, %5.1f s CPU (%s)", task, variant.id,
+                 time.perf_counter() - started, _children_cpu_s() - cpu_before, "forced" if force else reason)
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         list(pool.map(one, variants))
@@ -159,12 +167,13 @@ def run(settings, force: bool = False) -> ExplainSummary:
     variants = select(settings.only)
     # The ExecuTorch comparison recalibrates, the slowest job: it starts first.
     int8 = sorted((v for v in variants if v.precision != "fp32"), key=lambda v: v.runtime != "executorch")
-    stage_seconds, redone = {}, []
+    stage_seconds, stage_cpu_seconds, redone = {}, {}, []
     # Layer comparisons time nothing, so they may share the cores; profiles never do.
     for task, chosen, parallel in (("profile", variants, 1), ("sqnr", int8, os.cpu_count() or 1)):
-        started = time.perf_counter()
+        started, cpu_before = time.perf_counter(), _children_cpu_s()
         _run_task(task, chosen, settings, force, redone, parallel)
         stage_seconds[task] = round(time.perf_counter() - started, 1)
+        stage_cpu_seconds[task] = round(_children_cpu_s() - cpu_before, 1)
 
     started = time.perf_counter()
     model, flags = cpu.read_cpuinfo()
@@ -177,7 +186,8 @@ def run(settings, force: bool = False) -> ExplainSummary:
                       sqnr.CAP_DB, paths["sqnr"])
     stage_seconds["verdicts and charts"] = round(time.perf_counter() - started, 1)
     summary = ExplainSummary(cpu_model=model, cpu_flags=present, cpu_flags_absent=absent,
-                             stage_seconds=stage_seconds, redone=redone, profile_calls=PROFILE_CALLS,
+                             stage_seconds=stage_seconds, stage_cpu_seconds=stage_cpu_seconds, redone=redone,
+                             profile_calls=PROFILE_CALLS,
                              sqnr_photos=SQNR_PHOTOS, sqnr_cap_db=sqnr.CAP_DB)
     records.save(summary_path(settings.build_dir), summary)
     unavailable = [r.variant for r in records.load_all(explain_dir(settings.build_dir) / "profile", OperatorProfile)

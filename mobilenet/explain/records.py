@@ -78,8 +78,7 @@ class OperatorProfile:
         if coverage < 1 and profiled_cover is not None and profiled_cover < 1 - COVERAGE_TOLERANCE:
             outside = self.profiled_p50_ms - self.kind_sum_ms
             return (f"{outside:.2f} ms of each profiled call ({100 * (1 - profiled_cover):.0f} %) "
-                    f"is spent outside the operators the profiler reports (the runtime's own "
-                    f"dispatch, memory planning and input/output copies)")
+                    f"is spent outside the operators this profiler reports (see what it sees, below)")
         return (f"the operators sum to {self.kind_sum_ms:.2f} ms against a profiled p50 of "
                 f"{self.profiled_p50_ms:.2f} ms and an unprofiled p50 of {self.unprofiled_p50_ms:.2f} ms: "
                 f"the machine's speed drifted between the two measurements")
@@ -131,6 +130,7 @@ class ExplainSummary:
     cpu_flags: list
     cpu_flags_absent: list
     stage_seconds: dict  # stage -> wall seconds of the last run (0 when up to date)
+    stage_cpu_seconds: dict  # stage -> CPU seconds its worker processes used (what a busy machine cannot inflate)
     redone: list  # analyses recomputed in the last run
     profile_calls: int
     sqnr_photos: int

@@ -104,8 +104,9 @@ def render_section(build_dir: Path) -> list[str]:
         lines.append(f"- **`{v['variant']}`**{against}: {v['text']}")
     total = sum(summary.stage_seconds.values())
     stages = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in summary.stage_seconds.items())
-    lines += ["", f"The last `invoke explain` took {total:.0f} s ({stages}; {len(summary.redone)} jobs redone, "
-                  "the rest up to date).", ""]
+    cpu = sum(summary.stage_cpu_seconds.values())
+    lines += ["", f"The last `invoke explain` took {total:.0f} s of wall time ({stages}) and {cpu:.0f} CPU seconds "
+                  f"in its worker processes; {len(summary.redone)} jobs redone, the rest up to date.", ""]
     return lines
 
 

@@ -23,3 +23,9 @@ class Inputs:
     def calibration(self) -> list[np.ndarray]:
         from mobilenet.npyimages import NpyImages
         return list(NpyImages(self.calibration_npy))
+
+
+def saved_program_path(artifact: Path) -> Path:
+    """Where the executorch-int8 builder may keep its PT2E program beside the .pte
+    (executorch-int8.quantized.pt2): with it, nothing is recalibrated to compare layers."""
+    return Path(artifact).with_suffix(".quantized.pt2")

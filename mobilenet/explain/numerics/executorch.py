@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilenet.explain import sqnr
+from mobilenet.explain.numerics import saved_program_path
 from mobilenet.explain.records import OK, QuantizationError
 from mobilenet.logs import output_to_log
 
@@ -124,18 +125,25 @@ def measure(variant, artifact, inputs) -> QuantizationError:
     from executorch.runtime import Runtime
 
     from mobilenet.explain.numerics.torch_ao import fp32_model
-    models_dir, photos, calibration = inputs.models_dir, inputs.photos, inputs.calibration()
-    if not calibration:
-        raise ValueError(f"{inputs.calibration_npy} holds no photos: rebuilding the INT8 program needs "
-                         "the build's calibration photos")
-    example = torch.from_numpy(calibration[0])
-    with output_to_log(log, "executorch int8 rebuild"):
+    models_dir, photos = inputs.models_dir, inputs.photos
+    saved = saved_program_path(artifact)
+    example = torch.from_numpy(photos[0])
+    with output_to_log(log, "executorch int8 program"):
         model = fp32_model(models_dir)
         fp32_graph = torch.export.export(copy.deepcopy(model), (example,)).module()
         started = time.perf_counter()
-        int8_graph = quantized_program(model, example, calibration).module()
-        log.info("executorch-int8 rebuilt with %d calibration photos in %.1f s", len(calibration),
-                 time.perf_counter() - started)
+        if saved.exists():
+            int8_graph = torch.export.load(str(saved)).module()
+            origin = f"the builder's own PT2E program ({saved.name})"
+        else:
+            calibration = inputs.calibration()
+            if not calibration:
+                raise ValueError(f"{inputs.calibration_npy} holds no photos and {saved.name} does not exist: "
+                                 "the INT8 program cannot be rebuilt")
+            int8_graph = quantized_program(model, example, calibration).module()
+            origin = (f"the INT8 program rebuilt as the builder makes it ({len(calibration)} calibration photos; "
+                      f"{saved.name} was not kept by the build)")
+        log.info("executorch-int8 program from %s in %.1f s", origin, time.perf_counter() - started)
         shipped = Runtime.get().load_program(Path(artifact)).load_method("forward")
     taps = _layer_taps(int8_graph.graph)
     fp32_nodes = {n.name: n for n in fp32_graph.graph.nodes}
@@ -159,6 +167,6 @@ def measure(variant, artifact, inputs) -> QuantizationError:
         variant=variant.id, runtime=variant.runtime, status=OK, reason="", tool=TOOL,
         reference="the exported FP32 graph (same node names), run in PyTorch", photos=len(photos),
         layers=sqnr.layer_errors(pairs),
-        fidelity=(f"INT8 program rebuilt with the builder's quantizer and calibration photos and run before "
-                  f"lowering (Q/DQ in float), since the shipped .pte delegates the whole graph to XNNPACK and "
-                  f"exposes no layer; its logits differ from the shipped .pte's by at most {gap:.2g} on these photos"))
+        fidelity=(f"{origin}, run before lowering (Q/DQ in float), since the shipped .pte delegates the whole "
+                  f"graph to XNNPACK and exposes no layer; its logits differ from the shipped .pte's by at most "
+                  f"{gap:.2g} on these photos"))

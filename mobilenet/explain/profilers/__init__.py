@@ -21,7 +21,8 @@ from mobilenet.timing import time_calls
 
 # Which module profiles which runtime (mobilenet.runners module name -> module here).
 PROFILER_MODULES = {"torch_eager": "torch", "torchscript": "torch", "lite_interpreter": "torch",
-                    "onnxruntime": "onnxruntime", "executorch": "executorch", "litert": "litert"}
+                    "onnxruntime": "onnxruntime", "executorch": "executorch", "litert": "litert",
+                    "openvino": "openvino", "aoti": "torch"}
 
 WARMUP_CALLS = 3
 
