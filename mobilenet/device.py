@@ -186,7 +186,7 @@ def session_plan_spec(variants: list[Variant], threads: int, settings: Settings,
                        eval_npy=f"{run_dir}/data/eval.npy", log_dir=f"{run_dir}/out/logs",
                        logits_dir=f"{run_dir}/out/logits")
     return {"plan": asdict(plan), "sessions": sessions,
-            "variants": [{"id": v.id, "runtime": v.runtime, "engine": v.engine,
+            "variants": [{"id": v.id, "runtime": v.runtime, "runner": v.runner,
                           "artifact": f"{run_dir}/models/{v.artifact}"} for v in variants]}
 
 
