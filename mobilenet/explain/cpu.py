@@ -13,7 +13,6 @@ from pathlib import Path
 X86_FLAGS = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI",
              "amx_int8": "AMX-INT8"}
 ARM_FLAGS = {"asimd": "NEON", "asimddp": "NEON dot product", "i8mm": "i8mm", "sve": "SVE"}
-VNNI_LIKE = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 
 
 def read_cpuinfo(path: Path = Path("/proc/cpuinfo")) -> tuple[str, set[str]]:

@@ -69,11 +69,6 @@ def _name_kind(lowered: str) -> str | None:
     return None
 
 
-def is_conv(name: str) -> bool:
-    lowered = name.lower()
-    return "conv" in lowered and _name_kind(lowered) is None
-
-
 def _conv_hint(lowered: str) -> str:
     """What a convolution's name alone says: XNNPACK names its microkernel families
     (DWConv depthwise, IGEMM a spatial window, plain GEMM a 1x1 convolution)."""

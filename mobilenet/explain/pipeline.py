@@ -162,7 +162,9 @@ def _verdicts(variants, settings, cpu_phrase: str, present: list) -> list:
 def run(settings, force: bool = False) -> ExplainSummary:
     """Profile, compare and judge every selected variant; return what the run did."""
     from mobilenet import logs
+    from mobilenet.fsutil import hold_build_lock
     from mobilenet.variants import select
+    hold_build_lock(settings.build_dir)  # artifacts must not change under the profiles
     logs.setup(settings.logs_dir, "explain", settings.quiet)
     variants = select(settings.only)
     # The ExecuTorch comparison recalibrates, the slowest job: it starts first.

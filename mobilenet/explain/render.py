@@ -84,7 +84,7 @@ def render_section(build_dir: Path) -> list[str]:
              f"absent: {', '.join(summary.cpu_flags_absent) or 'none'}), each variant in its own fresh process, "
              "1 thread, separately from the timed runs.", "",
              "### Where the time goes", "",
-             f"ms per call by operator kind, averaged over {summary.profile_calls} profiled calls after warm-up, "
+             f"ms per call by operator kind, the median of {summary.profile_calls} profiled calls after warm-up, "
              "from each runtime's own profiler. The unprofiled p50 comes from the same process, with the "
              "profiler off, half before and half after the profiled calls; the profiler's cost is the "
              "profiled p50 against it. Convolutions are told apart by their position in MobileNet-V2's "

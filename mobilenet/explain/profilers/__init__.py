@@ -41,19 +41,25 @@ class Capture:
 
 
 def aggregate(calls: list) -> tuple[dict, list]:
-    """Mean ms per call by kind, and by operator name (largest first)."""
-    by_kind = defaultdict(float)
-    by_name = {}
+    """ms per call by kind and by operator name (largest first): the median over the profiled
+    calls, so a call that a busy machine slowed does not move the figures."""
+    per_call_kind, per_call_name = [], []
     for ops in calls:
+        by_kind, by_name = defaultdict(float), defaultdict(lambda: [0, 0.0])
         for (name, ms), kind in zip(ops, kinds.classify_call(name for name, _ in ops)):
             by_kind[kind] += ms
-            entry = by_name.setdefault((name, kind), [0, 0.0])
-            entry[0] += 1
-            entry[1] += ms
-    n = max(1, len(calls))
-    kind_ms = {k: by_kind[k] / n for k in kinds.KINDS if by_kind.get(k)}
-    ops = sorted((OpTime(name, kind, round(count / n), total / n)
-                  for (name, kind), (count, total) in by_name.items()), key=lambda o: -o.ms_per_call)
+            by_name[(name, kind)][0] += 1
+            by_name[(name, kind)][1] += ms
+        per_call_kind.append(by_kind)
+        per_call_name.append(by_name)
+    kind_ms = {k: statistics.median(call.get(k, 0.0) for call in per_call_kind) for k in kinds.KINDS
+               if any(call.get(k) for call in per_call_kind)}
+    ops = []
+    for name, kind in {key for call in per_call_name for key in call}:
+        counts = [call[(name, kind)][0] if (name, kind) in call else 0 for call in per_call_name]
+        times = [call[(name, kind)][1] if (name, kind) in call else 0.0 for call in per_call_name]
+        ops.append(OpTime(name, kind, statistics.median_low(counts), statistics.median(times)))
+    ops.sort(key=lambda o: -o.ms_per_call)
     return kind_ms, [asdict(o) for o in ops]
 
 
