@@ -18,6 +18,7 @@ from mobilenet.explain.records import OK, OperatorProfile, Verdict
 # A kind enters the sentence when it is at least this share of either side's operator time.
 SHARE_TO_MENTION = 0.05
 KINDS_TO_MENTION = 3
+SAME_SPEED = 0.05  # ratios closer to 1 than this are "about the same speed"
 # Meta option keys that describe an INT8 scheme, in the order a sentence names them.
 SETTING_KEYS = ("engine", "qconfig", "activation_type", "weight_type", "activations", "weights", "scheme",
                 "per_channel", "reduce_range", "calibrate_method", "activation_observer", "layers", "dtype")
@@ -27,8 +28,8 @@ def times(ratio: float) -> str:
     """INT8/FP32 (or variant/baseline) time ratio as readers say it: 0.5 -> '2.0× faster'."""
     if ratio <= 0:
         return "n/a"
-    if abs(ratio - 1) < 0.05:
-        return "about the same speed (within 5 %)"
+    if abs(ratio - 1) < SAME_SPEED:
+        return "at about the same speed"
     return f"{1 / ratio:.1f}× faster" if ratio < 1 else f"{ratio:.1f}× slower"
 
 
@@ -93,8 +94,11 @@ def _mentioned(subject: OperatorProfile, base: OperatorProfile, ratios: dict) ->
 def _kind_clauses(kind_names: list[str], ratios: dict, precision_words: tuple[str, str], cpu_phrase: str) -> list:
     first, *rest = kind_names
     subject_word, base_word = precision_words
-    clauses = [f"{first}s run {times(ratios[first])} in {subject_word} than {base_word} on {cpu_phrase}"]
-    return clauses + [f"{k}s {times(ratios[k])}" for k in rest]
+    if abs(ratios[first] - 1) < SAME_SPEED:
+        lead = f"{first}s run {times(ratios[first])} in {subject_word} as in {base_word} on {cpu_phrase}"
+    else:
+        lead = f"{first}s run {times(ratios[first])} in {subject_word} than {base_word} on {cpu_phrase}"
+    return [lead] + [f"{k}s {times(ratios[k])}" for k in rest]
 
 
 def _added_work(subject: OperatorProfile, base: OperatorProfile) -> str:
