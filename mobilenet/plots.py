@@ -27,7 +27,7 @@ def _ordered(results: list[Result]) -> list[Result]:
     return sorted(results, key=lambda r: display_order(r.variant))
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
@@ -35,7 +35,7 @@ def _figure(width: float, height: float):
     return fig
 
 
-def _save(fig, path: Path) -> Path:
+def save_png(fig, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
     return path
@@ -79,7 +79,7 @@ def latency_chart(results: list[Result], path: Path) -> Path:
     """Horizontal bars of p50 with a whisker up to p90; unmeasured variants are named, not drawn."""
     from matplotlib.patches import Patch
     rows = _ordered(results)[::-1]  # barh draws bottom-up; keep the table's order top-down
-    fig = _figure(9, 1.4 + 0.42 * len(rows))
+    fig = new_figure(9, 1.4 + 0.42 * len(rows))
     ax = fig.add_subplot()
     measured = [r for r in rows if r.measured]
     top = max(r.p90_ms for r in measured)
@@ -107,7 +107,7 @@ def latency_chart(results: list[Result], path: Path) -> Path:
         extra.append(Patch(facecolor="none", edgecolor="0.3", linestyle="--", label="eager FP32 p50"))
     _precision_legend(ax, extra)
     ax.grid(axis="x", alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _precision_legend(ax, extra=()) -> None:
@@ -126,7 +126,7 @@ def _accuracy_label(r: Result) -> str:
 def tradeoff_chart(results: list[Result], path: Path) -> Path:
     """Size (MB) against p50 (ms), each point named with its variant and top-1."""
     points = [r for r in _ordered(results) if r.measured]
-    fig = _figure(9, 6)
+    fig = new_figure(9, 6)
     ax = fig.add_subplot()
     x_max = max(r.size_mb for r in points) * 1.1
     y_max = max(r.p50_ms for r in points) * 1.25
@@ -151,7 +151,7 @@ def tradeoff_chart(results: list[Result], path: Path) -> Path:
                  f"(better: down and left)\n{points[0].env.machine_id}")
     ax.grid(alpha=0.3)
     _declutter(fig, labels)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def scaling_lines(results: list[Result]) -> dict[str, list[tuple[int, float, str]]]:
@@ -167,7 +167,7 @@ def scaling_chart(results: list[Result], path: Path) -> Path:
     """p50 against thread count, one line per variant measured at several counts."""
     lines = scaling_lines(results)
     counts = sorted({r.threads for r in results})
-    fig = _figure(9, 6)
+    fig = new_figure(9, 6)
     ax = fig.add_subplot()
     labels = []
     for variant, points in lines.items():
@@ -188,7 +188,7 @@ def scaling_chart(results: list[Result], path: Path) -> Path:
     ax.set_title(f"Thread scaling — {results[0].env.machine_id}")
     ax.grid(alpha=0.3)
     _declutter(fig, labels)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def write_all(results: list[Result], plots_dir: Path) -> dict[tuple, Path]:

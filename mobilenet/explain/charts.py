@@ -6,34 +6,19 @@ from pathlib import Path
 
 from mobilenet.explain import kinds
 from mobilenet.explain.records import OK
-from mobilenet.fsutil import atomic_path
+from mobilenet.plots import new_figure, save_png
 
-DPI = 110
 # One colour per kind, convolutions in blues, the overheads in greys.
 KIND_COLOURS = {kinds.CONV_1X1: "#4C72B0", kinds.CONV_DW: "#64B5CD", kinds.CONV_FULL: "#2A3F6B",
                 kinds.ADD: "#DD8452", kinds.POOL: "#55A868", kinds.LINEAR: "#C44E52",
                 kinds.QDQ: "#8172B3", kinds.LAYOUT: "#937860", kinds.OTHER: "#BBBBBB"}
 
 
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
-    return Path(path)
-
-
 def kinds_chart(profiles: list, path: Path) -> Path:
     """Horizontal stacked bars of ms per call by kind; unprofiled p50 as a tick; variants
     without a profile are named with why, not drawn."""
     rows = profiles[::-1]  # barh draws bottom-up; keep the table's order top-down
-    fig = _figure(9.5, 1.6 + 0.45 * len(rows))
+    fig = new_figure(9.5, 1.6 + 0.45 * len(rows))
     ax = fig.add_subplot()
     top = max([p.kind_sum_ms for p in rows if p.status == OK] + [p.unprofiled_p50_ms or 0 for p in rows] + [1])
     for y, profile in enumerate(rows):
@@ -59,12 +44,12 @@ def kinds_chart(profiles: list, path: Path) -> Path:
     ax.set_xlim(0, top * 1.05)
     ax.set_xlabel("ms per call by operator kind, 1 thread (each runtime's own profiler)")
     ax.set_title("Where the time goes")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def sqnr_chart(errors: list, cap_db: float, path: Path) -> Path:
     """SQNR (dB) of each layer against FP32, by relative depth, one line per INT8 variant."""
-    fig = _figure(9.5, 5)
+    fig = new_figure(9.5, 5)
     ax = fig.add_subplot()
     for error in errors:
         if error.status != OK or not error.layers:
@@ -80,4 +65,4 @@ def sqnr_chart(errors: list, cap_db: float, path: Path) -> Path:
     ax.set_ylabel("SQNR vs FP32, dB (higher is better)")
     ax.set_title("Quantization error by layer")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
