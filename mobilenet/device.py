@@ -28,6 +28,7 @@ import stat
 import tarfile
 import tempfile
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,13 +37,13 @@ import numpy as np
 import paramiko
 
 from mobilenet import accuracy
-from mobilenet.build import artifact_problem, check_logits_path, reference_logits_path
+from mobilenet.build import artifact_problem, reference_logits_path
 from mobilenet.fsutil import read_json
 from mobilenet.measure import SessionPlan
 from mobilenet.results import FAILED, SKIPPED
 from mobilenet.settings import REPO_ROOT, Settings, parse_threads
 from mobilenet.timing import summarize
-from mobilenet.variants import Variant, by_id, select
+from mobilenet.variants import REFERENCE_ID, Variant, by_id, select
 from mobilenet.worker import WorkerError, WorkerProcess, WorkerSkipped
 
 log = logging.getLogger("mobilenet.device")
@@ -232,13 +233,18 @@ def probe(cxn, python: str) -> dict:
     return json.loads(_run(cxn, f"{shlex.quote(python)} -c {shlex.quote(PROBE)}").strip().splitlines()[-1])
 
 
+def _locked(venv: str, command: str) -> str:
+    """`command` under the venv's lock: two runs on one device never pip into it at once."""
+    return f"flock {shlex.quote(venv + '.lock')} sh -c {shlex.quote(command)}"
+
+
 def ensure_venv(cxn, venv: str, python: str) -> None:
     """Create the device venv unless it is complete (a venv whose ensurepip failed has no pip)."""
     q = shlex.quote
     hint = ("python -m venv failed on the device; on Debian or Raspberry Pi OS: "
             "sudo apt install python3-venv")
-    _run(cxn, f"test -x {q(venv + '/bin/pip')} || {q(python)} -m venv --clear {q(venv)} || "
-              f"{{ echo {q(hint)} >&2; exit 1; }}")
+    _run(cxn, _locked(venv, f"test -x {q(venv + '/bin/pip')} || {q(python)} -m venv --clear {q(venv)} || "
+                            f"{{ echo {q(hint)} >&2; exit 1; }}"))
 
 
 def install_lists(cxn, venv: str, code_dir: str, lists: set[str]) -> dict[str, str]:
@@ -255,7 +261,7 @@ def install_lists(cxn, venv: str, code_dir: str, lists: set[str]) -> dict[str, s
                    f"--no-cache-dir --no-compile -r {q(requirements)} && echo {digest} > {q(marker)}; }}")
         started = time.monotonic()
         try:
-            _run(cxn, command)
+            _run(cxn, _locked(venv, command))
             log.info("  %s.txt ready in %.0f s", name, time.monotonic() - started)
         except Exception as exc:  # this list's variants are skipped; the others go on
             failed[name] = f"could not install {name}.txt on the device ({_tail(exc)})"
@@ -334,10 +340,12 @@ def make_rows(variants: list[Variant], threads: int, sessions: list[dict], folde
     """One row per variant from the device's sessions, scored against this machine."""
     reference_path = reference_logits_path(settings)
     reference = np.load(reference_path)[:photos] if reference_path.exists() else None
+    reference_top1 = accuracy.topk_pct(reference, labels, 1) if reference is not None and labels else None
     rows = []
     for variant in variants:
         takes = [s[variant.id] for s in sessions if variant.id in s]
-        row = {**_unmeasured_row(variant, threads, "ok", "", emulated), "photos": photos}
+        row = {**_unmeasured_row(variant, threads, accuracy.OK, "not scored: no FP32 reference here", emulated),
+               "photos": photos}
         problem = next((t.get("skipped") or t.get("error") for t in takes if t.get("skipped") or t.get("error")), None)
         if not takes or problem:
             skipped = bool(takes) and all(t.get("skipped") for t in takes if t.get("skipped") or t.get("error"))
@@ -348,7 +356,7 @@ def make_rows(variants: list[Variant], threads: int, sessions: list[dict], folde
         first = takes[0]["ready"]
         samples = [ms for t in takes for burst in t["rounds"] for ms in burst]
         pooled = summarize(samples)
-        row.update(status="ok", status_reason="", size_mb=first["size_bytes"] / 1e6, load_ms=first["load_ms"],
+        row.update(size_mb=first["size_bytes"] / 1e6, load_ms=first["load_ms"],
                    first_inference_ms=first["first_inference_ms"], runtime_versions=first.get("versions", {}),
                    threads_effective=first.get("threads_effective"), sessions=len(takes), runs=pooled.runs,
                    p50_ms=pooled.p50_ms, p90_ms=pooled.p90_ms, p99_ms=pooled.p99_ms, mean_ms=pooled.mean_ms,
@@ -356,9 +364,12 @@ def make_rows(variants: list[Variant], threads: int, sessions: list[dict], folde
                    peak_rss_mb=max(t["finish"].get("peak_rss_mb") or 0 for t in takes) or None)
         device_logits = _load_logits(folder / "logits" / f"{variant.id}@{threads}t.logits.npy", photos)
         if reference is not None:
+            # The same correctness gate as a local bench, on the device's answers.
             scores = accuracy.score(device_logits, reference, labels)
-            row.update(top1_pct=scores.top1_pct, top5_pct=scores.top5_pct, agreement_pct=scores.agreement_pct,
-                       max_abs_dlogit=scores.max_abs_dlogit)
+            status, reason = ((accuracy.OK, "reference run on the device") if variant.id == REFERENCE_ID
+                              else accuracy.gate(scores, reference_top1))
+            row.update(status=status, status_reason=reason, top1_pct=scores.top1_pct, top5_pct=scores.top5_pct,
+                       agreement_pct=scores.agreement_pct, max_abs_dlogit=scores.max_abs_dlogit)
         here = folder / "controller-logits" / f"{variant.id}@{threads}t.logits.npy"
         try:
             mine = controller_logits(variant, variant.artifact_path(settings.models_dir), eval_npy, threads, here,
@@ -379,15 +390,12 @@ def _unmeasured_row(variant: Variant, threads: int, status: str, reason: str, em
 
 # ---- one device
 
-def _ship(cxn, folder: str, name: str, bundle: Path) -> str:
-    """Unpack `bundle` as <folder>/<name>, replacing the previous copy whole."""
+def _unpack(cxn, run_dir: str, bundle: Path) -> None:
     q = shlex.quote
-    target = f"{folder}/{name}"
-    _run(cxn, f"mkdir -p {q(folder)} && rm -rf {q(target + '.new')} && mkdir {q(target + '.new')}")
-    cxn.put(str(bundle), f"{target}.tar")
-    _run(cxn, f"tar xf {q(target + '.tar')} -C {q(target + '.new')} && rm {q(target + '.tar')} && "
-              f"rm -rf {q(target)} && mv {q(target + '.new')} {q(target)}")
-    return target
+    remote = f"{run_dir}/.bundle.tar"
+    _run(cxn, f"mkdir -p {q(run_dir)}")
+    cxn.put(str(bundle), remote)
+    _run(cxn, f"tar xf {q(remote)} -C {q(run_dir)} && rm {q(remote)}")
 
 
 def device_threads(threads: str, cpus: int) -> list[int]:
@@ -424,7 +432,7 @@ def run_device(spec: str, settings: Settings, *, threads: str = "1", ssh_config:
     not_run.update({vid: (SKIPPED, reason) for vid, reason in not_installable.items()})
 
     q = shlex.quote
-    stage, cxn = "connect", None
+    stage, cxn, run_dir = "connect", None, None
     tmp_root = settings.build_dir / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"device-{host.name}.", dir=tmp_root))
@@ -440,10 +448,15 @@ def run_device(spec: str, settings: Settings, *, threads: str = "1", ssh_config:
         log.info("%s: %s, Python %s, %s CPUs%s", host.name, device["machine"], device["python"], device["cpus"],
                  f", emulated by {device['emulator']}: timings are not a measurement" if emulated else "")
         folder = posixpath.join(home, remote_dir.replace("{host}", host.name).removeprefix("~/"))
+        # A folder of its own per run (the code too): two controllers on one device, or a run
+        # while another is measuring, never mix their files. Only the venv is shared.
+        run_dir = f"{folder}/run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        code_dir = f"{run_dir}/code"
 
         stage = "install"
-        code = write_bundle(staging / "code.tar", {name: REPO_ROOT / name for name in device_code_files()})
-        code_dir = _ship(cxn, folder, "code", code)
+        code = write_bundle(staging / "code.tar",
+                            {f"code/{name}": REPO_ROOT / name for name in device_code_files()})
+        _unpack(cxn, run_dir, code)
         if remote_venv:
             venv = posixpath.join(home, remote_venv.removeprefix("~/"))
             missing = f"no {venv}/bin/python: --remote-venv must be a virtual environment"
@@ -459,7 +472,6 @@ def run_device(spec: str, settings: Settings, *, threads: str = "1", ssh_config:
         runnable = [v for v in chosen if v.id not in not_run]
         thread_counts = device_threads(threads, device["cpus"])
         eval_npy, photos = eval_subset(settings, eval_count, staging / "eval.npy")
-        run_dir = f"{folder}/run"
         members: dict[str, Path | bytes] = {"data/eval.npy": eval_npy}
         for variant in runnable:
             members.update({f"models/{p.name}": p for p in variant.artifact_files(settings.models_dir)})
@@ -468,7 +480,7 @@ def run_device(spec: str, settings: Settings, *, threads: str = "1", ssh_config:
         bundle = write_bundle(staging / "run.tar", members)
         log.info("%s: shipping %.1f MB: %d variant(s), %d photos", host.name, bundle.stat().st_size / 1e6,
                  len(runnable), photos)
-        _ship(cxn, folder, "run", bundle)
+        _unpack(cxn, run_dir, bundle)
 
         stage = "measure"
         for t in thread_counts if runnable else []:
@@ -494,9 +506,10 @@ def run_device(spec: str, settings: Settings, *, threads: str = "1", ssh_config:
             {"host": host.name, "device": device, "install_mb": outcome.install_mb, "photos": photos,
              "rows": outcome.rows}, indent=1))
         _swap_in(result_dir, outcome.folder, staging)
+        _run(cxn, f"rm -rf {q(run_dir)}")  # everything is here now; a failed run's folder stays for a look
         outcome.ok = True
     except Exception as exc:  # the device's trouble is its outcome
-        outcome.error = f"{stage}: {_tail(exc)}"
+        outcome.error = f"{stage}: {_tail(exc)}" + (f" (the run's files on the device: {run_dir})" if run_dir else "")
         log.error("%s: FAILED at %s", host.name, outcome.error)
     finally:
         if cxn is not None:

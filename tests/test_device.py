@@ -130,7 +130,8 @@ def test_device_mode_on_emulated_arm64(chain, arm64_host):
     build_dir, _ = chain
     settings = Settings(build_dir=build_dir).with_options(
         only="onnx-*,litert-*", min_runs=2, min_seconds=0.01, warmup=1, burst=1, sessions=1)
-    outcome = device.run_device(ALIAS, settings, ssh_config=str(arm64_host), eval_count=PHOTOS)
+    # 'all': the device's own cores (qemu-user runs threads in parallel on this machine's).
+    outcome = device.run_device(ALIAS, settings, threads="all", ssh_config=str(arm64_host), eval_count=PHOTOS)
     print(outcome)
     assert outcome.ok, outcome.error
     assert outcome.device["machine"] == "aarch64" and "qemu" in outcome.device["emulator"]
@@ -142,17 +143,21 @@ def test_device_mode_on_emulated_arm64(chain, arm64_host):
     assert rows["fp32-eager"]["status"] == "skipped" and "CUDA build" in rows["fp32-eager"]["status_reason"]
     for vid in ("onnx-fp32", "onnx-int8", "litert-fp32", "litert-int8"):
         row = rows[vid]
-        assert row["status"] == "ok", row
+        # The correctness gate, judged here on the device's answers (tiny calibration: INT8 may be DEGRADED).
+        assert row["status"] in (("ok",) if vid.endswith("fp32") else ("ok", "DEGRADED")), row
         assert row["timing_note"] == "emulated: not a measurement" and row["p50_ms"] > 0
         assert row["photos"] == PHOTOS and row["runtime_versions"]
         # Scored here against this machine's own eager FP32 and against the same artifact run here.
         assert row["agreement_pct"] >= 80 and row["top1_pct"] is not None
         assert 0 <= row["cross_isa_max_abs_dlogit"] < 1.0, row
-        logits = np.load(outcome.folder / "logits" / f"{vid}@1t.logits.npy")
+        assert row["threads"] == outcome.device["cpus"]
+        logits = np.load(outcome.folder / "logits" / f"{vid}@{row['threads']}t.logits.npy")
         assert logits.shape == (PHOTOS, 1000)
-    for vid in ("onnx-fp32", "litert-fp32"):  # FP32 kernels differ by ISA only in rounding
+    for vid in ("onnx-fp32", "litert-fp32"):
+        # ARM's FP32 kernels round differently from x86's: the same answers, logits a hair
+        # apart. Exactly equal logits would mean both sides ran on one machine.
         assert rows[vid]["cross_isa_agreement_pct"] == 100.0
-        assert rows[vid]["cross_isa_max_abs_dlogit"] < 1e-3
+        assert 0 < rows[vid]["cross_isa_max_abs_dlogit"] < 1e-3
     for vid in ("onnx-int8", "litert-int8"):
         assert rows[vid]["cross_isa_agreement_pct"] >= 90.0
     assert (outcome.folder / "device-results.json").is_file()
