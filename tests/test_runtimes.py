@@ -42,7 +42,7 @@ def eager_logits(photos) -> np.ndarray:
 def artifact(chain, variant: str) -> tuple[Path, dict]:
     build, _ = chain
     meta = json.loads((build / "models" / f"{variant}.meta.json").read_text())
-    assert meta["status"] == "ok", meta
+    assert meta["status"] in ("ok", "DEGRADED"), meta  # kept and measured (DEGRADED is flagged, not FAILED)
     return build / "models" / meta["artifact"], meta["options"]
 
 
@@ -116,7 +116,8 @@ def test_litert_int8_is_fully_integer_and_agrees(chain, photos, eager_logits):
 
 def test_litert_threads(chain, photos, eager_logits):
     runner, logits = run_photos("litert", artifact(chain, "litert-fp32")[0], photos[:1], threads=2)
-    assert runner.threads_effective == 2
+    assert runner.threads == 2
+    assert runner.threads_effective is None  # the interpreter cannot report it: unknown, not the request echoed
     assert logits.argmax() == eager_logits[0].argmax()
     assert runtime_versions("litert")["ai-edge-litert"]
 
