@@ -22,6 +22,7 @@ from mobilenet.npyimages import NpyImages
 from mobilenet.preprocess import load_image
 from mobilenet.runners import runner_module
 from mobilenet.settings import Settings
+from test_runtimes import agreement, assert_fp32_parity, run_photos
 
 pytestmark = requires_shared
 PHOTOS = 8
@@ -73,24 +74,6 @@ def torch_threads():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
-
-
-def run_photos(runtime: str, path, photos: np.ndarray, threads: int = 1):
-    runner = runner_module(runtime).Runner(threads=threads)
-    runner.load(path)
-    logits = np.concatenate([runner.run(photos[i:i + 1]) for i in range(len(photos))])
-    assert logits.shape == (len(photos), 1000) and logits.dtype == np.float32
-    return runner, logits
-
-
-def assert_fp32_parity(logits, reference):
-    assert (logits.argmax(1) == reference.argmax(1)).all()
-    assert np.abs(logits - reference).max() <= 1e-3
-
-
-def agreement(logits, reference) -> float:
-    return float((logits.argmax(1) == reference.argmax(1)).mean())
-
 
 def fp32_weight_bytes(model) -> int:
     return 4 * sum(p.numel() for p in model.parameters())
