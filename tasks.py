@@ -213,30 +213,48 @@ def clean(c):
 
 @task(auto_shortflags=False,  # many options: letters run out; long names only
       help={"hosts": "comma-separated SSH targets, e.g. pi@raspberrypi,nuc (aliases from ~/.ssh/config work)",
+            "mode": "device (default): build and check here, ship the artifacts, time and score on the hosts; "
+                    "chain: copy the project and run the whole chain on each host",
             **task_help("threads", "only", "weights", "mirror", "calib_count", "eval_count", "sessions", "min_runs",
                         "min_seconds", "warmup"),
-            "weights": "state_dict path ON THE HOSTS (env MOBILENET_WEIGHTS)",
-            "mirror": "base URL the hosts download the photos from (env MOBILENET_MIRROR)",
+            "threads": "thread counts: 1, 1,2 or all (each host's own cores)",
+            "weights": "state_dict path (device mode: here; chain mode: ON THE HOSTS) (env MOBILENET_WEIGHTS)",
+            "mirror": "base URL the photos are downloaded from (chain mode: by the hosts) (env MOBILENET_MIRROR)",
+            "photos": "device mode: evaluation photos shipped and scored (default: all of this machine's)",
+            "device_install": "device mode: also install these heavy runtime lists on the hosts, e.g. torch "
+                              "(mobilenet/device_requirements/)",
             "tag": "machine id in results (default: the host alias; {host} fills it in)",
-            "remote_dir": "project folder on the hosts (default ~/mobilenet-bench/{host})",
+            "remote_dir": "folder on the hosts (default ~/mobilenet-device/{host}, chain mode ~/mobilenet-bench/{host})",
             "remote_venv": "existing virtual environment on the hosts, used as it is",
-            "remote_python": "interpreter that makes <remote-dir>/.venv (default python3)",
+            "remote_python": "interpreter that makes the hosts' venv (default python3)",
             "identity": "private key file", "ssh_config": "SSH config file instead of ~/.ssh/config",
-            "accept_new_host_keys": "trust hosts not yet in known_hosts and record their keys (a changed key "
-                                    "is still refused), like OpenSSH's StrictHostKeyChecking=accept-new"})
-def remote_bench(c, hosts, threads=None, only=None, weights=None, mirror=None, calib_count=None, eval_count=None,
-                 sessions=None, min_runs=None, min_seconds=None, warmup=None, tag=None, remote_dir=None,
-                 remote_venv=None, remote_python=None, identity=None, ssh_config=None, accept_new_host_keys=False):
+            "accept_new_host_keys": "trust hosts not yet in known_hosts and record their keys (a "
+                                    "changed key is still refused), like OpenSSH's StrictHostKeyChecking=accept-new"})
+def remote_bench(c, hosts, mode="device", threads=None, only=None, weights=None, mirror=None, calib_count=None,
+                 eval_count=None, sessions=None, min_runs=None, min_seconds=None, warmup=None, photos=None,
+                 device_install=None, tag=None, remote_dir=None, remote_venv=None, remote_python=None, identity=None,
+                 ssh_config=None, accept_new_host_keys=False):
     """Bench other machines over SSH, in parallel; results land in build/remote/<host>/results.
 
-    Each host gets the project's files (no build/, .venv or photos), a venv from requirements.txt
-    (reused while it is unchanged) and runs the chain with these settings and your MOBILENET_*;
+    Device mode (default): the artifacts are built and checked here; each host gets them, the
+    evaluation photos and the worker, installs only the runtimes they need (no torch unless
+    --device-install torch), times them, and its answers are scored here against this
+    machine's. Chain mode: each host gets the project and runs the whole chain itself.
     `invoke report` merges every machine. Exit 1 if any host failed, after fetching the others.
     """
-    from mobilenet import remote
+    if mode not in ("device", "chain"):
+        _fail(f"--mode: {mode!r}; give device or chain")
     chain = dict(threads=threads, only=only, weights=weights, mirror=mirror, calib_count=calib_count,
                  eval_count=eval_count, sessions=sessions, min_runs=min_runs, min_seconds=min_seconds,
                  warmup=warmup)
+    if mode == "device":
+        _device_bench(hosts, chain, photos=photos, device_install=device_install, tag=tag, remote_dir=remote_dir,
+                      remote_venv=remote_venv, remote_python=remote_python, identity=identity,
+                      ssh_config=ssh_config, accept_new_host_keys=accept_new_host_keys)
+        return
+    if photos or device_install:
+        _fail("--photos and --device-install are device-mode options (--mode device)")
+    from mobilenet import remote
     try:
         plan = remote.make_plan(hosts, chain, tag=tag, remote_dir=remote_dir, remote_venv=remote_venv,
                                 remote_python=remote_python, identity=identity, ssh_config=ssh_config,
@@ -247,3 +265,37 @@ def remote_bench(c, hosts, threads=None, only=None, weights=None, mirror=None, c
     failed = [o for o in outcomes if not o.ok]
     if failed:
         _fail(f"{len(failed)} of {len(outcomes)} host(s) failed: {', '.join(o.host for o in failed)} (reasons above)")
+
+
+def _device_bench(hosts, chain: dict, *, photos, device_install, tag, **connection) -> None:
+    """remote-bench --mode device: build here (the chain's options apply to this machine), then the hosts."""
+    from mobilenet import device
+    from mobilenet.fsutil import io_errors
+    from mobilenet.settings import host_env
+    threads = str(chain["threads"] or os.environ.get("MOBILENET_THREADS") or "1")
+    try:
+        device.device_threads(threads, cpus=1)  # 'all' is each host's count, known once connected
+        photos = int(photos) if photos is not None else None
+        if photos is not None and photos < 1:
+            raise ValueError
+        # The chain's options are this machine's build settings here.
+        os.environ.update(host_env({k: v for k, v in chain.items() if k != "threads"}))
+    except SettingError as exc:
+        _fail(str(exc))
+    except ValueError:
+        _fail(f"--threads {threads!r} / --photos {photos!r}: expected e.g. --threads 1,all and --photos 20")
+    settings = _settings(tag=tag)
+    _needs(*STEP_BY_NAME)
+    install = {name.strip() for name in (device_install or "").split(",") if name.strip()}
+    try:
+        with io_errors():
+            outcomes = device.run_devices(hosts, settings, threads=threads, install=install, eval_count=photos,
+                                          **{k: v for k, v in connection.items() if v is not None})
+    except ValueError as exc:
+        _fail(str(exc))
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        _fail(f"{len(failed)} of {len(outcomes)} host(s) failed: {', '.join(o.host for o in failed)} (reasons above)")
+    bad = [f"{o.host}:{r.variant}@{r.threads}t" for o in outcomes for r in o.results if r.status == "FAILED"]
+    if bad:
+        _fail_later(f"remote-bench: FAILED {', '.join(bad)} (see the report)")

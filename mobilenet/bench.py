@@ -139,28 +139,38 @@ def _result(variant: Variant, meta: dict, sessions: list[dict[str, Take]], threa
         return Result(status=SKIPPED if skipped else FAILED,
                       status_reason=problem if skipped else f"error while measuring: {problem}", **common)
 
-    reference = [s[REFERENCE_ID] for s in sessions]
-    session_p50 = [statistics.median(t.samples) for t in takes]
-    session_speedups = [median_round_ratio(ref.rounds, t.rounds) for ref, t in zip(reference, takes)]
-    p50, speedup = session_interval(session_p50), session_interval(session_speedups)
-    samples = [s for t in takes for s in t.samples]
-    pooled = summarize(samples)
     status, reason = _status(variant, meta, env_base)
     energy_j = sum(t.energy_j for t in takes)
-    return Result(
-        status=status, status_reason=reason, **common,
+    timing = timing_fields(takes, [s[REFERENCE_ID] for s in sessions])
+    return Result(status=status, status_reason=reason, **common, **timing,
+                  energy_mj_per_inference=(energy_j * 1000 / timing["runs"]) if energy_source == "RAPL" else None,
+                  native_benchmark=native, **_accuracy_fields(variant, settings, data))
+
+
+def timing_fields(takes: list[Take], reference: list[Take] | None) -> dict:
+    """The Result's timing fields from one variant's sessions: p50 and the speed-up over the
+    reference taken in the same sessions, each with its 95 % interval over sessions, and the
+    pooled distribution. reference None (a device without eager FP32): no speed-up."""
+    first = takes[0].ready
+    session_p50 = [statistics.median(t.samples) for t in takes]
+    p50 = session_interval(session_p50)
+    samples = [s for t in takes for s in t.samples]
+    pooled = summarize(samples)
+    fields = dict(
         size_mb=first["size_bytes"] / 1e6, load_ms=first["load_ms"], first_inference_ms=first["first_inference_ms"],
         sessions=len(takes), runs=len(samples), rounds=sum(len(t.rounds) for t in takes),
         mean_ms=pooled.mean_ms, p50_ms=p50.estimate, p50_ci_ms=[p50.low, p50.high] if p50.low else None,
         session_p50_ms=session_p50, p90_ms=pooled.p90_ms, p99_ms=pooled.p99_ms, std_ms=pooled.std_ms, cv=pooled.cv,
         round_cv=cv(statistics.median(r) for t in takes for r in t.rounds if r),
-        speedup_vs_eager=speedup.estimate, speedup_ci=[speedup.low, speedup.high] if speedup.low else None,
-        session_speedups=session_speedups,
         peak_rss_mb=max(t.finish.get("peak_rss_mb") or 0 for t in takes) or None,
         cpu_time_s=sum(t.finish.get("cpu_time_s") or 0 for t in takes), cpu_util_pct=_cpu_util(takes),
-        cpu_affinity=sorted({cpu for t in takes for cpu in t.ready.get("cpu_affinity", [])}),
-        energy_mj_per_inference=(energy_j * 1000 / len(samples)) if energy_source == "RAPL" else None,
-        native_benchmark=native, **_accuracy_fields(variant, settings, data))
+        cpu_affinity=sorted({cpu for t in takes for cpu in t.ready.get("cpu_affinity", [])}))
+    if reference is not None:
+        session_speedups = [median_round_ratio(ref.rounds, t.rounds) for ref, t in zip(reference, takes)]
+        speedup = session_interval(session_speedups)
+        fields.update(speedup_vs_eager=speedup.estimate, session_speedups=session_speedups,
+                      speedup_ci=[speedup.low, speedup.high] if speedup.low else None)
+    return fields
 
 
 def bench_threads(variants: list[Variant], threads: int, settings: Settings, data: Prepared,

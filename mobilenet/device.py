@@ -7,8 +7,9 @@ the runtimes the chosen variants need, from the per-runtime lists in
 mobilenet/device_requirements/ (ONNX Runtime and LiteRT: numpy and the runtime, no torch).
 The device times the variants and scores the photos with `python -m mobilenet.measure`; the
 controller fetches the raw results (timing samples, logits of every photo) and scores those
-logits against its own: the same artifact run here (cross-ISA agreement) and its eager FP32
-reference.
+logits against its own: the same artifact's answers here (the build check's logits: cross-ISA
+agreement) and its eager FP32 reference. The results are ordinary result files in
+build/remote/<host>/results, where `invoke report` finds them.
 
 A device is not trusted with this machine: what comes back is fetched file by file over
 SFTP, by names chosen here, within size limits.
@@ -34,17 +35,14 @@ from pathlib import Path
 
 import fabric
 import numpy as np
-import paramiko
 
 from mobilenet import accuracy
 from mobilenet.build import artifact_problem, reference_logits_path
-from mobilenet.fsutil import read_json
-from mobilenet.measure import SessionPlan
-from mobilenet.results import FAILED, SKIPPED
+from mobilenet.fsutil import read_json, write_json
+from mobilenet.measure import SessionPlan, Take
+from mobilenet.results import FAILED, OK, SKIPPED, Environment, Result, write_result
 from mobilenet.settings import REPO_ROOT, Settings, parse_threads
-from mobilenet.timing import summarize
 from mobilenet.variants import REFERENCE_ID, Variant, by_id, select
-from mobilenet.worker import WorkerError, WorkerProcess, WorkerSkipped
 
 log = logging.getLogger("mobilenet.device")
 
@@ -86,8 +84,17 @@ except OSError:
     exe = ""
 child.stdin.close()
 child.wait()
+def read(path):
+    try:
+        with open(path) as fh:
+            return fh.read(1 << 16)
+    except OSError:
+        return ""
 print(json.dumps({"machine": platform.machine(), "python": platform.python_version(),
                   "cpus": os.cpu_count(), "hostname": platform.node(),
+                  "os": "%s %s (%s)" % (platform.system(), platform.release(), platform.machine()),
+                  "cpuinfo": read("/proc/cpuinfo"),
+                  "governor": read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").strip() or None,
                   "emulator": exe if "qemu" in os.path.basename(exe) else None}))
 """
 
@@ -103,8 +110,9 @@ class DeviceOutcome:
     error: str | None = None  # "<stage>: <reason>"
     device: dict = field(default_factory=dict)  # the probe: machine, python, cpus, emulator
     install_mb: float | None = None  # the device venv on disk, after installing
-    rows: list[dict] = field(default_factory=list)
-    folder: Path | None = None  # build/device/<host>
+    install_breakdown: dict = field(default_factory=dict)  # MB of its largest packages
+    results: list[Result] = field(default_factory=list)
+    folder: Path | None = None  # build/remote/<host>
     seconds: float = 0.0
 
 
@@ -193,26 +201,19 @@ def session_plan_spec(variants: list[Variant], threads: int, settings: Settings,
 
 # ---- the connection
 
-def connect(spec: str, ssh_config: str | None = None, identity: str | None = None) -> fabric.Connection:
-    """A Fabric connection that refuses any host key not already in known_hosts.
-
-    Minimal on purpose (remote.connect has the full ssh-like policy, accept-new included):
-    known_hosts files are the ssh config's UserKnownHostsFile, else ~/.ssh/known_hosts.
-    """
-    config = fabric.Config(runtime_ssh_path=ssh_config)
-    config.timeouts.connect = config.timeouts.connect or 60  # sshd under emulation answers slowly
-    if identity:
-        config.connect_kwargs.key_filename = [str(Path(identity).expanduser())]
-    cxn = fabric.Connection(spec, config=config)
-    client = paramiko.SSHClient()
-    files = cxn.ssh_config.get("userknownhostsfile", "~/.ssh/known_hosts").split()
-    for name in files:
-        path = Path(name).expanduser()
-        if path.is_file():
-            client.load_host_keys(str(path))
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    cxn.client = client
-    return cxn
+def connect(spec: str, ssh_config: str | None = None, identity: str | None = None,
+            accept_new_host_keys: bool = False) -> fabric.Connection:
+    """The same SSH connection as chain mode's: ~/.ssh/config, ProxyJump, and host keys checked
+    as `ssh` checks them (remote.connect); a longer connect timeout, as sshd under emulation
+    answers slowly."""
+    from mobilenet.remote import Plan, parse_hosts
+    from mobilenet.remote import connect as ssh_connect
+    host = parse_hosts(spec)[0]
+    plan = Plan(hosts=(host,), env={}, tag=host.name, remote_dir="", remote_venv=None, remote_python="",
+                identity=str(Path(identity).expanduser()) if identity else None,
+                ssh_config=str(Path(ssh_config).expanduser()) if ssh_config else None,
+                build_dir=Path("."), accept_new_host_keys=accept_new_host_keys)
+    return ssh_connect(host, plan, connect_timeout=60)
 
 
 def _run(cxn, command: str) -> str:
@@ -310,17 +311,6 @@ def fetch_results(cxn, run_dir: str, staging: Path, threads: list[int], variants
 
 # ---- scoring here
 
-def controller_logits(variant: Variant, artifact: Path, eval_npy: Path, threads: int, out: Path,
-                      log_path: Path) -> np.ndarray:
-    """The same artifact, run by the same worker on this machine, on the same photos."""
-    worker = WorkerProcess(variant, artifact, threads, eval_npy, out, warmup=0, log_path=log_path)
-    try:
-        worker.finish()
-    finally:
-        worker.close()
-    return np.load(out)
-
-
 def cross_isa(device_logits: np.ndarray, controller: np.ndarray) -> dict:
     """Top-1 agreement and max |Δlogit| of the device's logits against this machine's."""
     return {"cross_isa_agreement_pct": accuracy.agreement_pct(device_logits, controller),
@@ -335,57 +325,102 @@ def _load_logits(path: Path, photos: int) -> np.ndarray:
     return logits
 
 
-def make_rows(variants: list[Variant], threads: int, sessions: list[dict], folder: Path, eval_npy: Path,
-              photos: int, settings: Settings, labels, emulated: bool) -> list[dict]:
-    """One row per variant from the device's sessions, scored against this machine."""
-    reference_path = reference_logits_path(settings)
-    reference = np.load(reference_path)[:photos] if reference_path.exists() else None
-    reference_top1 = accuracy.topk_pct(reference, labels, 1) if reference is not None and labels else None
-    rows = []
-    for variant in variants:
-        takes = [s[variant.id] for s in sessions if variant.id in s]
-        row = {**_unmeasured_row(variant, threads, accuracy.OK, "not scored: no FP32 reference here", emulated),
-               "photos": photos}
-        problem = next((t.get("skipped") or t.get("error") for t in takes if t.get("skipped") or t.get("error")), None)
-        if not takes or problem:
-            skipped = bool(takes) and all(t.get("skipped") for t in takes if t.get("skipped") or t.get("error"))
-            row.update(status=SKIPPED if skipped else FAILED,
-                       status_reason=problem if skipped else f"error on the device: {problem or 'no result'}")
-            rows.append(row)
+# ARM's "CPU part" numbers (implementer 0x41) of the cores boards and phones use.
+ARM_PARTS = {"0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",
+             "0xd08": "Cortex-A72", "0xd09": "Cortex-A73", "0xd0a": "Cortex-A75", "0xd0b": "Cortex-A76",
+             "0xd0c": "Neoverse-N1", "0xd0d": "Cortex-A77", "0xd40": "Neoverse-V1", "0xd41": "Cortex-A78",
+             "0xd44": "Cortex-X1", "0xd46": "Cortex-A510", "0xd47": "Cortex-A710", "0xd49": "Neoverse-N2",
+             "0xd4b": "Cortex-A78C", "0xd4f": "Neoverse-V2", "0xd80": "Cortex-A520", "0xd81": "Cortex-A720"}
+
+
+def device_cpu_model(cpuinfo: str, machine: str) -> str:
+    """x86's 'model name', a board's 'Model' line, or ARM's implementer/part numbers named."""
+    fields = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    for key in ("model name", "Model", "Hardware"):
+        if fields.get(key):
+            return fields[key]
+    part = fields.get("CPU part", "").lower()
+    if part:
+        return ARM_PARTS.get(part, f"ARM core, implementer {fields.get('CPU implementer', '?')} part {part}")
+    return machine
+
+
+def device_environment(host_name: str, device: dict, settings: Settings, photos: int, labels,
+                       data_sha256: str, install_mb: float | None, load: list[float]) -> dict:
+    """The Environment fields shared by a device's results (threads and versions are per result).
+
+    What was run is the controller's (weights, photos); where it ran is read off the device.
+    """
+    from mobilenet.results import cpu_flags, machine_id
+    weights = read_json(by_id(REFERENCE_ID).meta_path(settings.models_dir))["weights"]
+    info = read_json(settings.data_dir / "images.json")
+    cpu = device_cpu_model(device.get("cpuinfo", ""), device["machine"])
+    return {"machine_id": settings.tag.replace("{host}", host_name) if settings.tag else f"{host_name} ({cpu})",
+            "hostname": device["hostname"], "cpu_model": cpu, "logical_cores": device["cpus"],
+            "os": device.get("os", device["machine"]), "python": device["python"],
+            "torch": "not on the device", "torchvision": "not on the device",
+            "weights_source": weights["source"], "weights_sha256": weights["sha256"],
+            "weights_random": weights.get("random", False), "image_set": info["image_set"],
+            "eval_photos": photos, "labelled": labels is not None, "data_sha256": data_sha256,
+            "energy_source": "not measured on a device", "cpu_flags": cpu_flags(device.get("cpuinfo", "")),
+            "cpu_governor": device.get("governor"), "load_avg_1min": load,
+            "emulated": device.get("emulator") is not None, "device_of": machine_id(None),
+            "device_install_mb": install_mb}
+
+
+def make_results(variants: list[Variant], threads: int, sessions: list[dict], folder: Path, photos: int,
+                 settings: Settings, labels, env_base: dict, not_run: dict[str, tuple[str, str]]) -> list[Result]:
+    """One result per variant from the device's sessions, its answers scored here: against this
+    machine's eager FP32 (accuracy, the gate) and this machine's answers from the same artifact
+    (cross-ISA), both the build check's logits of the first `photos` evaluation photos."""
+    from mobilenet.bench import timing_fields
+    from mobilenet.build import check_logits_path
+    models = settings.models_dir
+    reference = np.load(reference_logits_path(settings))[:photos]
+    reference_top1 = accuracy.topk_pct(reference, labels, 1) if labels else None
+    by_session = [{vid: Take(**take) for vid, take in session.items()} for session in sessions]
+    eager_takes = [s[REFERENCE_ID] for s in by_session if REFERENCE_ID in s]
+    eager_ran = bool(eager_takes) and all(t.ran for t in eager_takes)
+    results = []
+    for variant in [*variants, *(by_id(vid) for vid in not_run)]:
+        takes = [s[variant.id] for s in by_session if variant.id in s]
+        meta_path = variant.meta_path(models)
+        meta = read_json(meta_path) if meta_path.exists() else {}
+        first = takes[0].ready if takes else {}
+        versions = first.get("versions", {})
+        env = Environment(**{**env_base, **({"torch": versions["torch"]} if "torch" in versions else {})},
+                          threads_requested=threads, threads_effective=first.get("threads_effective"),
+                          quantized_engine=variant.engine, runtime_versions=versions)
+        common = dict(variant=variant.id, runtime=variant.runtime, precision=variant.precision,
+                      summary=variant.summary, threads=threads, env=env, build=meta,
+                      runtime_version=versions.get(first.get("package", "")), deprecated=variant.deprecated,
+                      inputs={"artifact_sha256": meta.get("artifact_sha256"), "data_sha256": env.data_sha256})
+        if variant.id in not_run:
+            status, reason = not_run[variant.id]
+            results.append(Result(status=status, status_reason=reason, **common))
             continue
-        first = takes[0]["ready"]
-        samples = [ms for t in takes for burst in t["rounds"] for ms in burst]
-        pooled = summarize(samples)
-        row.update(size_mb=first["size_bytes"] / 1e6, load_ms=first["load_ms"],
-                   first_inference_ms=first["first_inference_ms"], runtime_versions=first.get("versions", {}),
-                   threads_effective=first.get("threads_effective"), sessions=len(takes), runs=pooled.runs,
-                   p50_ms=pooled.p50_ms, p90_ms=pooled.p90_ms, p99_ms=pooled.p99_ms, mean_ms=pooled.mean_ms,
-                   session_p50_ms=[float(np.median([ms for b in t["rounds"] for ms in b])) for t in takes],
-                   peak_rss_mb=max(t["finish"].get("peak_rss_mb") or 0 for t in takes) or None)
+        problem = next((t.skipped or t.error for t in takes if not t.ran), None) if takes else "no result"
+        if problem:
+            skipped = bool(takes) and all(t.skipped for t in takes if not t.ran)
+            results.append(Result(status=SKIPPED if skipped else FAILED,
+                                  status_reason=problem if skipped else f"error on the device: {problem}", **common))
+            continue
+        timing = timing_fields(takes, eager_takes if eager_ran else None)
         device_logits = _load_logits(folder / "logits" / f"{variant.id}@{threads}t.logits.npy", photos)
-        if reference is not None:
-            # The same correctness gate as a local bench, on the device's answers.
-            scores = accuracy.score(device_logits, reference, labels)
-            status, reason = ((accuracy.OK, "reference run on the device") if variant.id == REFERENCE_ID
-                              else accuracy.gate(scores, reference_top1))
-            row.update(status=status, status_reason=reason, top1_pct=scores.top1_pct, top5_pct=scores.top5_pct,
-                       agreement_pct=scores.agreement_pct, max_abs_dlogit=scores.max_abs_dlogit)
-        here = folder / "controller-logits" / f"{variant.id}@{threads}t.logits.npy"
-        try:
-            mine = controller_logits(variant, variant.artifact_path(settings.models_dir), eval_npy, threads, here,
-                                     folder / "controller-logs" / f"{variant.id}@{threads}t.log")
-        except (WorkerSkipped, WorkerError) as exc:
-            row["cross_isa_reason"] = f"not run on this machine: {str(exc).splitlines()[0]}"
-        else:
-            row.update(cross_isa(device_logits, mine))
-        rows.append(row)
-    return rows
-
-
-def _unmeasured_row(variant: Variant, threads: int, status: str, reason: str, emulated: bool) -> dict:
-    return {"variant": variant.id, "runtime": variant.runtime, "precision": variant.precision,
-            "threads": threads, "status": status, "status_reason": reason, "emulated": emulated,
-            "timing_note": EMULATED_NOTE if emulated else None}
+        scores = accuracy.score(device_logits, reference, labels)
+        status, reason = ((OK, "reference (scored against this controller's eager FP32)")
+                          if variant.id == REFERENCE_ID else accuracy.gate(scores, reference_top1))
+        here = np.load(check_logits_path(models, variant))[:photos]
+        results.append(Result(
+            status=status, status_reason=reason, **common, **timing,
+            speedup_note=None if eager_ran else "no eager FP32 on the device (torch not installed there)",
+            top1_pct=scores.top1_pct, top5_pct=scores.top5_pct, agreement_pct=scores.agreement_pct,
+            max_abs_dlogit=scores.max_abs_dlogit, tied_top1_rows=scores.tied_top1_rows,
+            **cross_isa(device_logits, here)))
+    return results
 
 
 # ---- one device
@@ -407,20 +442,22 @@ def device_threads(threads: str, cpus: int) -> list[int]:
 def run_device(spec: str, settings: Settings, *, threads: str = "1", ssh_config: str | None = None,
                identity: str | None = None, remote_dir: str = DEFAULT_REMOTE_DIR,
                remote_python: str = DEFAULT_REMOTE_PYTHON, remote_venv: str | None = None,
-               install: set[str] = frozenset(), eval_count: int | None = None) -> DeviceOutcome:
+               install: set[str] = frozenset(), eval_count: int | None = None,
+               accept_new_host_keys: bool = False) -> DeviceOutcome:
     """Ship, install and measure on the device `spec`; fetch and score here.
 
     settings: this machine's build folder and the bench settings (only, warmup, burst,
-    min_runs, min_seconds, sessions). The device's trouble becomes the outcome's error; only
-    a mistake in the arguments raises.
+    min_runs, min_seconds, sessions, tag). Results land in build/remote/<host>/results, where
+    `invoke report` finds them. The device's trouble becomes the outcome's error; only a
+    mistake in the arguments raises.
     """
-    from mobilenet.remote import parse_hosts
+    from mobilenet.remote import _close, parse_hosts
     host = parse_hosts(spec)[0]
     unknown = set(install) - set(REQUIREMENTS_OF_RUNTIME.values())
     if unknown:
         raise ValueError(f"--device-install: no list {', '.join(sorted(unknown))} in {REQUIREMENTS_DIR}")
     started = time.monotonic()
-    outcome = DeviceOutcome(host.name, ok=False, folder=settings.build_dir / "device" / host.name)
+    outcome = DeviceOutcome(host.name, ok=False, folder=settings.build_dir / "remote" / host.name)
     chosen = select(settings.only)
     not_run: dict[str, tuple[str, str]] = {}  # variant id -> (status, reason), decided before measuring
     for variant in chosen:
@@ -437,7 +474,7 @@ def run_device(spec: str, settings: Settings, *, threads: str = "1", ssh_config:
     tmp_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"device-{host.name}.", dir=tmp_root))
     try:
-        cxn = connect(host.spec, ssh_config, identity)
+        cxn = connect(host.spec, ssh_config, identity, accept_new_host_keys)
         cxn.open()
         cxn.transport.set_keepalive(30)  # measuring under emulation is quiet for many minutes
         home = _run(cxn, "pwd").strip()
@@ -467,6 +504,7 @@ def run_device(spec: str, settings: Settings, *, threads: str = "1", ssh_config:
             for name, reason in install_lists(cxn, venv, code_dir, lists).items():
                 not_run.update({v.id: (SKIPPED, reason) for v in chosen if requirements_list(v) == name})
             outcome.install_mb = int(_run(cxn, f"du -sk {q(venv)}").split()[0]) / 1024
+            outcome.install_breakdown = _largest_packages(cxn, venv)
 
         stage = "ship"
         runnable = [v for v in chosen if v.id not in not_run]
@@ -483,11 +521,13 @@ def run_device(spec: str, settings: Settings, *, threads: str = "1", ssh_config:
         _unpack(cxn, run_dir, bundle)
 
         stage = "measure"
+        load = [_loadavg(cxn)]
         for t in thread_counts if runnable else []:
             log.info("%s: measuring %d variant(s) at %d thread(s)", host.name, len(runnable), t)
             _run(cxn, f"cd {q(code_dir)} && mkdir -p {q(run_dir + '/out')} && {q(venv + '/bin/python')} "
                       f"-m mobilenet.measure {q(f'{run_dir}/plans/measure-{t}t.json')} "
                       f"{q(f'{run_dir}/out/measure-{t}t.json')}")
+        load.append(_loadavg(cxn))
 
         stage = "fetch"
         result_dir = staging / "result"
@@ -497,14 +537,18 @@ def run_device(spec: str, settings: Settings, *, threads: str = "1", ssh_config:
 
         stage = "score"
         labels = _labels(settings, photos)
+        env_base = device_environment(host.name, device, settings, photos, labels, _digest(eval_npy),
+                                      outcome.install_mb, [v for v in load if v is not None])
         for t in thread_counts:
             sessions = json.loads((result_dir / f"measure-{t}t.json").read_text())["sessions"] if runnable else []
-            outcome.rows += make_rows(runnable, t, sessions, result_dir, eval_npy, photos, settings, labels, emulated)
-            outcome.rows += [_unmeasured_row(by_id(vid), t, status, reason, emulated)
-                             for vid, (status, reason) in not_run.items()]
-        (result_dir / "device-results.json").write_text(json.dumps(
-            {"host": host.name, "device": device, "install_mb": outcome.install_mb, "photos": photos,
-             "rows": outcome.rows}, indent=1))
+            outcome.results += make_results(runnable, t, sessions, result_dir, photos, settings, labels,
+                                            env_base, not_run)
+        for result in outcome.results:
+            write_result(result_dir / "results", result)
+        write_json(result_dir / "device.json", {"host": host.name, "device": device, "photos": photos,
+                                                "install_mb": outcome.install_mb,
+                                                "install_breakdown_mb": outcome.install_breakdown,
+                                                "seconds": time.monotonic() - started})
         _swap_in(result_dir, outcome.folder, staging)
         _run(cxn, f"rm -rf {q(run_dir)}")  # everything is here now; a failed run's folder stays for a look
         outcome.ok = True
@@ -513,10 +557,28 @@ def run_device(spec: str, settings: Settings, *, threads: str = "1", ssh_config:
         log.error("%s: FAILED at %s", host.name, outcome.error)
     finally:
         if cxn is not None:
-            cxn.close()
+            _close(cxn)
         shutil.rmtree(staging, ignore_errors=True)
     outcome.seconds = time.monotonic() - started
     return outcome
+
+
+def _largest_packages(cxn, venv: str, count: int = 8) -> dict[str, float]:
+    """MB per top-level entry of the venv's site-packages, the largest first: what the install costs."""
+    listing = _run(cxn, f"du -sk {shlex.quote(venv)}/lib/python3*/site-packages/* 2>/dev/null || true")
+    sizes = {}
+    for line in listing.splitlines():
+        kb, _, path = line.partition("\t")
+        if kb.strip().isdigit():
+            sizes[posixpath.basename(path)] = round(int(kb) / 1024, 1)
+    return dict(sorted(sizes.items(), key=lambda item: -item[1])[:count])
+
+
+def _loadavg(cxn) -> float | None:
+    try:
+        return float(_run(cxn, "cat /proc/loadavg").split()[0])
+    except Exception:  # a device without /proc/loadavg still measures
+        return None
 
 
 def _labels(settings: Settings, photos: int):
@@ -531,3 +593,28 @@ def _swap_in(new: Path, final: Path, scratch: Path) -> None:
     if final.exists():
         final.rename(scratch / "previous")
     new.rename(final)
+
+
+# ---- every device
+
+def run_devices(hosts: str, settings: Settings, **options) -> list[DeviceOutcome]:
+    """run_device on every host of `hosts` at once (one thread each); never raises for a host."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mobilenet import logs
+    from mobilenet.remote import parse_hosts
+    parsed = parse_hosts(hosts)
+    for label, path in (("--identity", options.get("identity")), ("--ssh-config", options.get("ssh_config"))):
+        if path and not Path(path).expanduser().is_file():
+            raise ValueError(f"{label}: no such file {path}")
+    logs.setup(settings.logs_dir, "remote-bench", settings.quiet)
+    with ThreadPoolExecutor(max_workers=len(parsed)) as pool:
+        outcomes = list(pool.map(lambda host: run_device(host.spec, settings, **options), parsed))
+    for outcome in outcomes:
+        if outcome.ok:
+            measured = sum(r.measured for r in outcome.results)
+            log.info("%s: ok in %.0f s, %d of %d row(s) measured -> %s", outcome.host, outcome.seconds, measured,
+                     len(outcome.results), outcome.folder / "results")
+        else:
+            log.error("%s: FAILED after %.0f s, %s", outcome.host, outcome.seconds, outcome.error)
+    return outcomes

@@ -310,9 +310,9 @@ def _check_host_keys(cxn: fabric.Connection, plan: Plan) -> None:
     cxn.client = client
 
 
-def connect(host: Host, plan: Plan) -> fabric.Connection:
+def connect(host: Host, plan: Plan, connect_timeout: int = 15) -> fabric.Connection:
     config = fabric.Config(runtime_ssh_path=plan.ssh_config)  # None: ~/.ssh/config, /etc/ssh/ssh_config
-    config.timeouts.connect = config.timeouts.connect or 15  # a ConnectTimeout in ssh config wins
+    config.timeouts.connect = config.timeouts.connect or connect_timeout  # a ConnectTimeout in ssh config wins
     if plan.identity:  # in the config, not the connection: ProxyJump hops get a copy of the config
         config.connect_kwargs.key_filename = [plan.identity]
     cxn = fabric.Connection(host.spec, config=config)

@@ -8,7 +8,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from mobilenet import plots
-from mobilenet.fsutil import atomic_path
+from mobilenet.fsutil import atomic_path, is_fresh, module_files, read_json, record_stamp, stamp_path, write_json
 from mobilenet.results import Result, group_by, load_result_files
 from mobilenet.variants import (AO_DEPRECATED, LITE_DEPRECATED, REFERENCE_ID, TORCHSCRIPT_DEPRECATED, VARIANTS,
                                 display_order)
@@ -92,14 +92,17 @@ def summary_lines(results: list[Result]) -> list[str]:
         return ["No variant produced a measurement."]
     fastest, rest = measured[0], measured[1:]
     tied = _tied_with(fastest, rest)
-    if tied or not fastest.p50_ci_ms:
+    if fastest.env.emulated:
+        lines = ["- Fastest: no claim; the timings are emulated, not measured."]
+    elif tied or not fastest.p50_ci_ms:
         names = ", ".join(f"`{md(r.variant)}` {_with_interval(r.p50_ms, r.p50_ci_ms, '{:.2f}')} ms"
                           for r in [fastest, *tied])
         why = "" if fastest.p50_ci_ms else " (one session: no interval, so no claim)"
         lines = [f"- Fastest: tied within noise{why}: {names}."]
     else:
         lines = [f"- Fastest: `{md(fastest.variant)}`, p50 {_with_interval(fastest.p50_ms, fastest.p50_ci_ms, '{:.2f}')} ms, "
-                 f"{_with_interval(fastest.speedup_vs_eager, fastest.speedup_ci, '{:.2f}×')} eager FP32; its "
+                 + (f"{_with_interval(fastest.speedup_vs_eager, fastest.speedup_ci, '{:.2f}×')} eager FP32; "
+                    if fastest.speedup_vs_eager else "") + "its "
                  f"interval clears the runner-up `{md(rest[0].variant)}`"
                  f" ({_with_interval(rest[0].p50_ms, rest[0].p50_ci_ms, '{:.2f}')} ms)." if rest else
                  f"- Fastest: `{md(fastest.variant)}` (the only variant measured)."]
@@ -166,8 +169,10 @@ def timing_note(results: list[Result]) -> str:
             f"intervals over sessions on the log scale, because the speed of a process is itself a random "
             f"draw that rounds inside one process cannot average out.{width} p90/p99 pool every call. "
             f"Per-round medians vary with a CV of {min(round_cvs) * 100:.1f}–{max(round_cvs) * 100:.1f} % "
-            f"across variants. Preprocessing (decode, resize, crop, normalise) takes "
-            f"{measured[0].preprocess_ms:.1f} ms per photo for every variant and is not included.")
+            f"across variants."
+            + (f" Preprocessing (decode, resize, crop, normalise) takes {measured[0].preprocess_ms:.1f} ms per "
+               "photo for every variant and is not included." if measured[0].preprocess_ms is not None else
+               " The photos arrive preprocessed (device mode): no preprocessing is timed."))
 
 
 def harness_lines(results: list[Result]) -> list[str]:
@@ -200,6 +205,28 @@ def detail_table(results: list[Result]) -> str:
     headers = ["variant", "mean ms", "p99 ms", "std ms", "CV %", "round CV %", "p50 per session ms",
                "first inference ms", "timed runs", "CPU s", "threads", "max abs Δlogit", "tied top-1 rows"]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def cross_isa_lines(results: list[Result]) -> list[str]:
+    """Device mode: does the device give the same answers as the machine that built the artifacts?"""
+    rows = [r for r in sorted(results, key=lambda r: display_order(r.variant)) if r.env.device_of]
+    if not rows:
+        return []
+    controller = rows[0].env.device_of
+    table = [[f"`{md(r.variant)}`",
+              _num(r.cross_isa_agreement_pct, "{:.1f}") if r.measured else r.status,
+              _num(r.cross_isa_max_abs_dlogit, "{:.2g}") if r.measured else "—",
+              _num(r.agreement_pct, "{:.1f}") if r.measured else "—",
+              md(r.cross_isa_note or "") if r.measured else md(r.status_reason)] for r in rows]
+    install = rows[0].env.device_install_mb
+    return [f"Same answers on this device as on {md(controller)}? Each artifact was built and checked on "
+            f"{md(controller)}, run here on {rows[0].env.eval_photos} evaluation photos, and its logits "
+            "compared with the same artifact's on that machine (its build check, at 1 thread): this is where "
+            "ARM's and x86's kernels differ."
+            + (f" The runtimes' virtual environment on the device takes {install:.0f} MB." if install else ""), "",
+            tabulate(table, headers=["variant", "top-1 agreement with the same artifact there %",
+                                     "max abs Δlogit", "agreement with eager FP32 there %", "note"],
+                     tablefmt="github", disable_numparse=True), ""]
 
 
 def notes(results: list[Result]) -> list[str]:
@@ -300,6 +327,7 @@ def render_machine(results: list[Result], figures: dict | None = None) -> str:
         group, label = by_threads[threads], plots.threads_label(threads)
         parts += [f"### {label}", "", main_table(group), "", *summary_lines(group), "", timing_note(group), "",
                   *harness_lines(group), "",
+                  *cross_isa_lines(group),
                   "<details><summary>Latency distribution, first inference, CPU time, numerical distance</summary>",
                   "", detail_table(group), "", "</details>", "",
                   *_image(figures, (machine, "latency", threads), f"p50 latency per variant at {label}"),
@@ -366,6 +394,26 @@ def check_not_mixed(files: list[tuple[Path, Result]]) -> None:
                              f"own --tag")
 
 
+def _charts(results: list[Result], result_files: list[Path], build_dir: Path) -> dict:
+    """{(machine_id, kind, threads): chart path relative to build_dir}, redrawn only when a
+    result file or the charting code changed (drawing is most of a no-op report's time)."""
+    plots_dir = build_dir / "plots"
+    index = build_dir / "stamps" / "report-charts.index.json"
+    stamp = stamp_path(build_dir / "stamps", "report-charts")
+    inputs = sorted(result_files) + module_files("mobilenet.plots")
+    wanted = {"results": sorted(str(p) for p in result_files)}
+    if index.exists():
+        known = [build_dir / entry["path"] for entry in read_json(index)]
+        fresh, _ = is_fresh([index, *known], inputs, wanted, stamp)
+        if fresh:
+            return {tuple(entry["key"]): entry["path"] for entry in read_json(index)}
+    figures = {key: path.relative_to(build_dir).as_posix()
+               for key, path in plots.write_all(results, plots_dir).items()}
+    write_json(index, [{"key": list(key), "path": path} for key, path in figures.items()])
+    record_stamp(stamp, wanted, inputs)
+    return figures
+
+
 def write(results_dirs: list[Path], out: Path, sections: list[str] = ()) -> tuple[Path, list[str]]:
     """report.md at `out`, its charts under plots/ beside it, linked by relative paths;
     `sections` are further markdown lines made elsewhere from files of their own (explain).
@@ -378,8 +426,7 @@ def write(results_dirs: list[Path], out: Path, sections: list[str] = ()) -> tupl
     results, dropped = unique([r for _, r in files])
     kept = {id(r) for r in results}
     check_not_mixed([pr for pr in files if id(pr[1]) in kept])
-    figures = {key: path.relative_to(out.parent).as_posix()
-               for key, path in plots.write_all(results, out.parent / "plots").items()}
+    figures = _charts(results, [path for path, _ in files], out.parent)
     text = render(results, figures, dropped) + ("\n" + "\n".join(sections) + "\n" if sections else "")
     with atomic_path(out) as tmp:
         tmp.write_text(text)

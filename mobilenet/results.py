@@ -55,6 +55,8 @@ class Environment:
     steal_pct: float | None = None  # of all CPU time during the run, from /proc/stat
     busy_pct: float | None = None  # the whole machine's non-idle share during the run
     emulated: bool = False  # timed under an emulator (qemu-user): timings are not measurements
+    device_of: str | None = None  # device mode: the machine that built the artifacts and scored the answers
+    device_install_mb: float | None = None  # device mode: the runtimes' virtual environment on the device
 
 
 @dataclass
@@ -85,6 +87,7 @@ class Result:
     cv: float | None = None
     round_cv: float | None = None  # spread of the per-round medians: how much the machine drifted
     speedup_vs_eager: float | None = None  # geometric mean of the per-session speed-ups
+    speedup_note: str | None = None  # why there is no speed-up (no eager FP32 on a device)
     speedup_ci: list | None = None  # 95 % interval over sessions, [low, high]
     session_speedups: list = field(default_factory=list)  # each: median of that session's round ratios
     peak_rss_mb: float | None = None
@@ -96,6 +99,10 @@ class Result:
     top5_pct: float | None = None
     agreement_pct: float | None = None
     max_abs_dlogit: float | None = None
+    # Device mode: the same artifact's answers on the device against those on the controller.
+    cross_isa_agreement_pct: float | None = None
+    cross_isa_max_abs_dlogit: float | None = None
+    cross_isa_note: str | None = None  # why there is no cross-ISA figure
     tied_top1_rows: int | None = None  # rows whose maximum logit is shared by several classes
     native_benchmark: dict | None = None  # the runtime's own benchmark tool on the same artifact
     inputs: dict = field(default_factory=dict)  # fingerprints of what shaped this result
@@ -163,6 +170,8 @@ def from_dict(data: dict, where: str = "result") -> Result:
     if result.measured:
         for name in ("p50_ms", "size_mb", "speedup_vs_eager"):
             value = getattr(result, name)
+            if name == "speedup_vs_eager" and value is None and result.speedup_note:
+                continue
             if value is None or value <= 0:
                 raise ResultsError(f"{where}: field '{name}' is {value!r}, expected a positive number "
                                    f"for a measured ({result.status}) variant")

@@ -7,6 +7,7 @@ onnxruntime and ai-edge-litert there; both are kept in ARM64_HOST_DIR for later 
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,12 +15,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import paramiko
 import pytest
 
-from conftest import REPO, requires_shared
+from conftest import REPO, requires_shared, run_invoke
 from mobilenet import device
-from mobilenet.settings import Settings
+from mobilenet.remote import HostKeyError
+from mobilenet.results import load_results
 from mobilenet.variants import by_id
 
 ARM64_HOST = REPO / ".ci" / "arm64-host"
@@ -60,6 +61,17 @@ def test_every_requirements_list_exists_and_pins_its_runtime():
 def test_all_threads_means_the_device_cores():
     assert device.device_threads("1,all", cpus=4) == [1, 4]
     assert device.device_threads("all", cpus=1) == [1]
+
+
+def test_device_cpu_is_named_from_its_own_cpuinfo():
+    pi5 = ("processor\t: 0\nFeatures\t: fp asimd asimddp lrcpc\nCPU implementer\t: 0x41\n"
+           "CPU architecture: 8\nCPU part\t: 0xd0b\n")
+    assert device.device_cpu_model(pi5, "aarch64") == "Cortex-A76"
+    assert device.device_cpu_model(pi5.replace("0xd0b", "0xfff"), "aarch64") == "ARM core, implementer 0x41 part 0xfff"
+    assert device.device_cpu_model("model name\t: AMD EPYC 7B13\n", "x86_64") == "AMD EPYC 7B13"
+    assert device.device_cpu_model("", "aarch64") == "aarch64"
+    from mobilenet.results import cpu_flags
+    assert cpu_flags(pi5) == ["asimd", "asimddp"]
 
 
 def test_cross_isa_agreement_and_max_dlogit():
@@ -120,44 +132,56 @@ def test_emulated_host_refuses_an_unknown_host_key(arm64_host, tmp_path):
     config.write_text(arm64_host.read_text().replace(str(HOST_DIR / "ssh" / "known_hosts"),
                                                      str(tmp_path / "known_hosts")))
     cxn = device.connect(ALIAS, str(config))
-    with pytest.raises(paramiko.SSHException, match="not found in known_hosts"):
+    with pytest.raises(HostKeyError, match=f"unknown host key for {ALIAS} .*ssh-keyscan -p"):
         cxn.open()
     cxn.close()
 
 
 @requires_shared
-def test_device_mode_on_emulated_arm64(chain, arm64_host):
+def test_remote_bench_device_mode_on_emulated_arm64(chain, tiny_env, arm64_host):
+    """`invoke remote-bench` (device mode is the default) on the emulated host, then `invoke report`."""
     build_dir, _ = chain
-    settings = Settings(build_dir=build_dir).with_options(
-        only="onnx-*,litert-*", min_runs=2, min_seconds=0.01, warmup=1, burst=1, sessions=1)
+    env = {**tiny_env, "MOBILENET_BURST": "1"}
     # 'all': the device's own cores (qemu-user runs threads in parallel on this machine's).
-    outcome = device.run_device(ALIAS, settings, threads="all", ssh_config=str(arm64_host), eval_count=PHOTOS)
-    print(outcome)
-    assert outcome.ok, outcome.error
-    assert outcome.device["machine"] == "aarch64" and "qemu" in outcome.device["emulator"]
-    assert outcome.install_mb > 0
+    run_invoke(["remote-bench", "--hosts", ALIAS, "--ssh-config", str(arm64_host), "--only", "onnx-*,litert-*",
+                "--photos", str(PHOTOS), "--threads", "all", "--sessions", "2", "--min-runs", "2",
+                "--min-seconds", "0.01", "--warmup", "1"], env)
+    folder = build_dir / "remote" / ALIAS
+    device_info = json.loads((folder / "device.json").read_text())
+    assert device_info["device"]["machine"] == "aarch64" and "qemu" in device_info["device"]["emulator"]
+    # numpy + onnxruntime + ai-edge-litert, no torch: what a board would install.
+    assert 0 < device_info["install_mb"] < 150, device_info["install_mb"]
 
-    rows = {row["variant"]: row for row in outcome.rows}
+    rows = {r.variant: r for r in load_results(folder / "results")}
     assert set(rows) == {"fp32-eager", "onnx-fp32", "onnx-int8", "litert-fp32", "litert-int8"}
     # No torch on the device: the eager reference is a skipped row that says why.
-    assert rows["fp32-eager"]["status"] == "skipped" and "CUDA build" in rows["fp32-eager"]["status_reason"]
+    assert rows["fp32-eager"].status == "skipped" and "CUDA build" in rows["fp32-eager"].status_reason
+    cores = device_info["device"]["cpus"]
     for vid in ("onnx-fp32", "onnx-int8", "litert-fp32", "litert-int8"):
         row = rows[vid]
         # The correctness gate, judged here on the device's answers (tiny calibration: INT8 may be DEGRADED).
-        assert row["status"] in (("ok",) if vid.endswith("fp32") else ("ok", "DEGRADED")), row
-        assert row["timing_note"] == "emulated: not a measurement" and row["p50_ms"] > 0
-        assert row["photos"] == PHOTOS and row["runtime_versions"]
-        # Scored here against this machine's own eager FP32 and against the same artifact run here.
-        assert row["agreement_pct"] >= 80 and row["top1_pct"] is not None
-        assert 0 <= row["cross_isa_max_abs_dlogit"] < 1.0, row
-        assert row["threads"] == outcome.device["cpus"]
-        logits = np.load(outcome.folder / "logits" / f"{vid}@{row['threads']}t.logits.npy")
+        assert row.status in (("ok",) if vid.endswith("fp32") else ("ok", "DEGRADED")), row.status_reason
+        assert row.env.emulated and "aarch64" in row.env.os and "asimd" in row.env.cpu_flags
+        assert row.p50_ms > 0 and row.speedup_vs_eager is None and "torch" in row.speedup_note
+        assert row.env.eval_photos == PHOTOS and row.runtime_version and row.threads == cores
+        # Scored here against this machine's eager FP32 and its answers from the same artifact.
+        assert row.agreement_pct >= 80 and row.top1_pct is not None
+        assert 0 <= row.cross_isa_max_abs_dlogit < 1.0, row
+        logits = np.load(folder / "logits" / f"{vid}@{cores}t.logits.npy")
         assert logits.shape == (PHOTOS, 1000)
     for vid in ("onnx-fp32", "litert-fp32"):
         # ARM's FP32 kernels round differently from x86's: the same answers, logits a hair
         # apart. Exactly equal logits would mean both sides ran on one machine.
-        assert rows[vid]["cross_isa_agreement_pct"] == 100.0
-        assert 0 < rows[vid]["cross_isa_max_abs_dlogit"] < 1e-3
+        assert rows[vid].cross_isa_agreement_pct == 100.0
+        assert 0 < rows[vid].cross_isa_max_abs_dlogit < 1e-3
     for vid in ("onnx-int8", "litert-int8"):
-        assert rows[vid]["cross_isa_agreement_pct"] >= 90.0
-    assert (outcome.folder / "device-results.json").is_file()
+        assert rows[vid].cross_isa_agreement_pct >= 90.0
+
+    run_invoke(["report"], tiny_env)
+    report = (build_dir / "report.md").read_text()
+    start = report.index(f"## {rows['onnx-fp32'].env.machine_id}")
+    section = report[start:report.index("\n## Notes", start)]
+    assert "emulated: not a measurement" in section and "Same answers on this device" in section
+    assert "no claim; the timings are emulated" in section
+    # Never charted, while this machine's own rows are.
+    assert "![" not in section and "![" in report[:start]

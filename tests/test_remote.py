@@ -108,7 +108,7 @@ def _remote_bench(sshd, build: Path, hosts: str, *options: str, timeout: int) ->
     env.pop("MOBILENET_TAG", None)
     started = time.monotonic()
     run = subprocess.run(
-        [sys.executable, "-m", "invoke", "remote-bench", "--hosts", hosts, "--only", ONLY,
+        [sys.executable, "-m", "invoke", "remote-bench", "--mode", "chain", "--hosts", hosts, "--only", ONLY,
          "--ssh-config", str(sshd["ssh_config"]), "--identity", str(sshd["key"]), *options],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     print(f"exit {run.returncode} after {time.monotonic() - started:.0f} s\n{run.stdout}{run.stderr}")
@@ -352,7 +352,7 @@ def test_remote_bench_names_an_unknown_host_and_how_to_trust_it(sshd, tmp_path):
     """As the user sees it: one line for the host, no traceback, nothing fetched or written."""
     config = _target(sshd, tmp_path, tmp_path / "known_hosts")
     env = {**os.environ, "MOBILENET_BUILD_DIR": str(tmp_path / "build")}
-    run = subprocess.run([sys.executable, "-m", "invoke", "remote-bench", "--hosts", "target",
+    run = subprocess.run([sys.executable, "-m", "invoke", "remote-bench", "--mode", "chain", "--hosts", "target",
                           "--ssh-config", str(config), "--identity", str(sshd["key"])],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 1

@@ -226,3 +226,41 @@ def test_compare_refuses_a_folder_of_several_machines(tmp_path):
     write_machine(tmp_path / "one", "box-a (Test CPU)", {"fp32-eager": 20.0})
     with pytest.raises(ValueError, match="2 machines"):
         compare.compare_folders(tmp_path / "mixed", tmp_path / "one")
+
+
+def _device_row(variant: str, p50: float, emulated: bool, **fields) -> Result:
+    """A device-mode row: no eager FP32 on the device, so no speed-up, and cross-ISA figures."""
+    row = make_result(variant, p50, machine="pi (Cortex-A72)")
+    row.env.device_of, row.env.device_install_mb, row.env.emulated = "box-a (Test CPU)", 88.0, emulated
+    row.speedup_vs_eager = row.speedup_ci = None
+    row.speedup_note = "no eager FP32 on the device (torch not installed there)"
+    row.session_speedups = []
+    for name, value in fields.items():
+        setattr(row, name, value)
+    return row
+
+
+def test_device_rows_validate_without_speedup_only_when_it_says_why(tmp_path):
+    from mobilenet.results import ResultsError, load_results
+    row = _device_row("onnx-int8", 9.0, emulated=False, cross_isa_agreement_pct=95.0, cross_isa_max_abs_dlogit=0.4)
+    write_result(tmp_path, row)
+    assert load_results(tmp_path)[0].cross_isa_agreement_pct == 95.0
+    row.speedup_note = None
+    write_result(tmp_path, row)
+    with pytest.raises(ResultsError, match="speedup_vs_eager"):
+        load_results(tmp_path)
+
+
+def test_device_section_shows_cross_isa_and_makes_no_speed_claim_when_emulated(tmp_path):
+    rows = [_device_row("onnx-fp32", 900.0, True, cross_isa_agreement_pct=100.0, cross_isa_max_abs_dlogit=2e-5),
+            _device_row("onnx-int8", 300.0, True, cross_isa_agreement_pct=95.0, cross_isa_max_abs_dlogit=0.41)]
+    text = report.render(rows)
+    assert "Same answers on this device as on box-a (Test CPU)?" in text and "88 MB" in text
+    assert re.search(r"\| `onnx-int8` +\| 95\.0 +\| 0\.41 +\|", text)
+    assert "no claim; the timings are emulated" in text and "Fastest: `" not in text
+    # The same rows from a real board: the interval decides, and the claim names no speed-up.
+    for row in rows:
+        row.env.emulated = False
+    text = report.render(rows)
+    assert "Fastest: `onnx-int8`, p50 300.00" in text and "eager FP32; its" not in text
+    assert "no preprocessing is timed" not in text  # preprocess_ms was recorded for these rows

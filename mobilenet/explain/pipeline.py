@@ -180,13 +180,29 @@ def run(settings, force: bool = False) -> ExplainSummary:
     started = time.perf_counter()
     model, flags = cpu.read_cpuinfo()
     present, absent = cpu.relevant(flags)
-    _verdicts(variants, settings, cpu.describe(present, absent), present)
     paths = chart_paths(settings.build_dir)
-    charts.kinds_chart(ordered(records.load_all(explain_dir(settings.build_dir) / "profile", OperatorProfile)),
-                       paths["kinds"])
-    charts.sqnr_chart(ordered(records.load_all(explain_dir(settings.build_dir) / "sqnr", QuantizationError)),
-                      sqnr.CAP_DB, paths["sqnr"])
+    # Verdicts and charts read the jobs' records, the bench results and the metas: redrawn
+    # only when one of those changed, so a no-op `invoke report` stays a no-op.
+    stamp = stamp_path(settings.stamps_dir, "explain-verdicts")
+    inputs = sorted([*explain_dir(settings.build_dir).glob("profile/*.json"),
+                     *explain_dir(settings.build_dir).glob("sqnr/*.json"), *settings.results_dir.glob("*.json"),
+                     *(v.meta_path(settings.models_dir) for v in variants if v.meta_path(settings.models_dir).exists()),
+                     *EXPLAIN_CODE.rglob("*.py")])
+    wanted = {"variants": [v.id for v in variants], "cpu_flags": present}
+    fresh, _ = is_fresh([verdicts_path(settings.build_dir), *paths.values()], inputs, wanted, stamp)
+    if force or not fresh:
+        _verdicts(variants, settings, cpu.describe(present, absent), present)
+        charts.kinds_chart(ordered(records.load_all(explain_dir(settings.build_dir) / "profile", OperatorProfile)),
+                           paths["kinds"])
+        charts.sqnr_chart(ordered(records.load_all(explain_dir(settings.build_dir) / "sqnr", QuantizationError)),
+                          sqnr.CAP_DB, paths["sqnr"])
+        record_stamp(stamp, wanted, inputs)
     stage_seconds["verdicts and charts"] = round(time.perf_counter() - started, 1)
+    kept = records.load(summary_path(settings.build_dir), ExplainSummary) if summary_path(settings.build_dir).exists() else None
+    if not redone and not force and kept is not None:
+        # Nothing was redone: the last run that did the work keeps its figures (its cost).
+        log.info("explain: up to date (--force to redo)")
+        return kept
     summary = ExplainSummary(cpu_model=model, cpu_flags=present, cpu_flags_absent=absent,
                              stage_seconds=stage_seconds, stage_cpu_seconds=stage_cpu_seconds, redone=redone,
                              profile_calls=PROFILE_CALLS,
