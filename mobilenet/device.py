@@ -549,6 +549,7 @@ def run_device(spec: str, settings: Settings, *, threads: str = "1", ssh_config:
                                                 "install_mb": outcome.install_mb,
                                                 "install_breakdown_mb": outcome.install_breakdown,
                                                 "seconds": time.monotonic() - started})
+        _keep_earlier_variants(outcome.folder, result_dir, {v.id for v in chosen})
         _swap_in(result_dir, outcome.folder, staging)
         _run(cxn, f"rm -rf {q(run_dir)}")  # everything is here now; a failed run's folder stays for a look
         outcome.ok = True
@@ -585,6 +586,16 @@ def _labels(settings: Settings, photos: int):
     info_path = settings.data_dir / "images.json"
     labels = read_json(info_path).get("labels") if info_path.exists() else None
     return labels[:photos] if labels else None
+
+
+def _keep_earlier_variants(previous: Path, new: Path, measured: set[str]) -> None:
+    """A run with --only replaces its own variants' rows; earlier rows of other variants stay,
+    as a local `invoke bench --only` keeps them (their logits come along)."""
+    for kind, pattern in (("results", "*.json"), ("logits", "*.logits.npy")):
+        for path in sorted((previous / kind).glob(pattern)) if (previous / kind).is_dir() else []:
+            if path.name.split("@")[0] not in measured and not (new / kind / path.name).exists():
+                (new / kind).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, new / kind / path.name)
 
 
 def _swap_in(new: Path, final: Path, scratch: Path) -> None:

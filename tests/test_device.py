@@ -185,3 +185,18 @@ def test_remote_bench_device_mode_on_emulated_arm64(chain, tiny_env, arm64_host)
     assert "no claim; the timings are emulated" in section
     # Never charted, while this machine's own rows are.
     assert "![" not in section and "![" in report[:start]
+
+
+def test_a_narrower_run_keeps_the_other_variants_rows(tmp_path):
+    previous, new = tmp_path / "previous", tmp_path / "new"
+    for folder, names in ((previous, ("onnx-int8", "litert-int8")), (new, ("onnx-int8",))):
+        (folder / "results").mkdir(parents=True)
+        (folder / "logits").mkdir()
+        for name in names:
+            (folder / "results" / f"{name}@2t.json").write_text(f"{folder.name} {name}")
+            (folder / "logits" / f"{name}@2t.logits.npy").write_text(f"{folder.name} {name}")
+    device._keep_earlier_variants(previous, new, measured={"onnx-int8", "fp32-eager"})
+    assert (new / "results" / "onnx-int8@2t.json").read_text() == "new onnx-int8"  # this run's row wins
+    assert (new / "results" / "litert-int8@2t.json").read_text() == "previous litert-int8"
+    assert (new / "logits" / "litert-int8@2t.logits.npy").exists()
+    device._keep_earlier_variants(tmp_path / "none", new, measured=set())  # a first run: nothing to keep
