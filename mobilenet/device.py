@@ -391,7 +391,7 @@ def make_results(variants: list[Variant], threads: int, sessions: list[dict], fo
         meta = read_json(meta_path) if meta_path.exists() else {}
         first = takes[0].ready if takes else {}
         versions = first.get("versions", {})
-        env = Environment(**{**env_base, **({"torch": versions["torch"]} if "torch" in versions else {})},
+        env = Environment(**{**env_base, **{k: versions[k] for k in ("torch", "torchvision") if k in versions}},
                           threads_requested=threads, threads_effective=first.get("threads_effective"),
                           quantized_engine=variant.engine, runtime_versions=versions)
         common = dict(variant=variant.id, runtime=variant.runtime, precision=variant.precision,
