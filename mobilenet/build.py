@@ -247,22 +247,17 @@ def run_step(step: str, settings: Settings, force: bool = False) -> list[dict]:
         logger.info("%s: nothing selected (MOBILENET_ONLY=%s)", step, settings.only)
         return []
     data = prepare(settings)
-    metas = [v.meta_path(settings.models_dir) for v in variants]
-    wanted = step_settings(step, settings, variants, data)
-    stamp = stamp_path(settings.stamps_dir, step)
-    inputs = step_inputs(step, settings, variants)
-    fresh, reason = is_fresh(metas, inputs, wanted, stamp)
-    if fresh:
-        problem = next(((v, p) for v in variants if (p := artifact_problem(v, settings.models_dir))), None)
-        if problem:
-            fresh, reason = False, f"{problem[0].id}: {problem[1]}"
-    if fresh and not force:
-        skipped_before = [read_json(m) for m in metas if read_json(m)["status"] == SKIPPED]
-        if not skipped_before:
-            logger.info("%s: up to date (--force to redo)", step)
-            return _report_failed(logger, [read_json(m) for m in metas])
-        reason = f"retrying {skipped_before[0]['variant']} ({skipped_before[0]['reason']})"
-    logger.info("%s: building %s (%s)", step, ", ".join(v.id for v in variants), "forced" if force else reason)
+    # Freshness per variant: building a subset (MOBILENET_ONLY, device mode) leaves the other
+    # variants of the step, and their records, as they were.
+    stale = {v.id: reason for v in variants
+             if (reason := "forced" if force else _stale_reason(step, v, settings, data))}
+    if not stale:
+        logger.info("%s: up to date (--force to redo)", step)
+        return _report_failed(logger, [read_json(v.meta_path(settings.models_dir)) for v in variants])
+    logger.info("%s: building %s (%s)", step, ", ".join(stale),
+                "; ".join(dict.fromkeys(stale.values())))
+    kept = [read_json(v.meta_path(settings.models_dir)) for v in variants if v.id not in stale]
+    variants = [v for v in variants if v.id in stale]
 
     if step == "export":
         model, weights = load_fp32(settings.weights, settings.random_weights)
@@ -270,6 +265,7 @@ def run_step(step: str, settings: Settings, force: bool = False) -> list[dict]:
         reference = None
     else:
         model, weights = _load_reference(settings)
+    if variants[0].id != REFERENCE_ID:  # the reference is fresh: the others are checked against its logits
         reference = np.load(reference_logits_path(settings))
 
     results = []
@@ -296,9 +292,30 @@ def run_step(step: str, settings: Settings, force: bool = False) -> list[dict]:
             for path in _kept_files(variant, settings.models_dir):
                 path.unlink(missing_ok=True)
         write_json(variant.meta_path(settings.models_dir), meta)
+        record_stamp(_stamp(step, variant, settings), step_settings(step, settings, [variant], data),
+                     step_inputs(step, settings, [variant]))
         results.append(meta)
-    record_stamp(stamp, wanted, step_inputs(step, settings, variants))
-    return _report_failed(logger, results)
+    order = [v.id for v in for_step(step)]
+    return _report_failed(logger, sorted(kept + results, key=lambda meta: order.index(meta["variant"])))
+
+
+def _stamp(step: str, variant: Variant, settings: Settings) -> Path:
+    return stamp_path(settings.stamps_dir, f"{step}.{variant.id}")
+
+
+def _stale_reason(step: str, variant: Variant, settings: Settings, data: Prepared) -> str | None:
+    """Why this variant must be built again, or None when its artifact is up to date."""
+    meta = variant.meta_path(settings.models_dir)
+    fresh, reason = is_fresh([meta], step_inputs(step, settings, [variant]),
+                             step_settings(step, settings, [variant], data), _stamp(step, variant, settings))
+    if not fresh:
+        return reason
+    problem = artifact_problem(variant, settings.models_dir)
+    if problem:
+        return f"{variant.id}: {problem}"
+    if read_json(meta)["status"] == SKIPPED:
+        return f"retrying {variant.id} ({read_json(meta).get('reason')})"
+    return None
 
 
 def _report_failed(logger: logging.Logger, metas: list[dict]) -> list[dict]:
