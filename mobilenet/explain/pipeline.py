@@ -15,7 +15,7 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from mobilenet.explain import charts, cpu, records, sqnr, verdict
@@ -200,9 +200,9 @@ def run(settings, force: bool = False) -> ExplainSummary:
     stage_seconds["verdicts and charts"] = round(time.perf_counter() - started, 1)
     kept = records.load(summary_path(settings.build_dir), ExplainSummary) if summary_path(settings.build_dir).exists() else None
     if not redone and not force and kept is not None:
-        # Nothing was redone: the last run that did the work keeps its figures (its cost).
+        # Nothing was redone: the file keeps the figures (the cost) of the last run that did the work.
         log.info("explain: up to date (--force to redo)")
-        return kept
+        return replace(kept, redone=[], stage_seconds=stage_seconds, stage_cpu_seconds=stage_cpu_seconds)
     summary = ExplainSummary(cpu_model=model, cpu_flags=present, cpu_flags_absent=absent,
                              stage_seconds=stage_seconds, stage_cpu_seconds=stage_cpu_seconds, redone=redone,
                              profile_calls=PROFILE_CALLS,
