@@ -217,7 +217,7 @@ def cross_isa_lines(results: list[Result]) -> list[str]:
               _num(r.cross_isa_agreement_pct, "{:.1f}") if r.measured else r.status,
               _num(r.cross_isa_max_abs_dlogit, "{:.2g}") if r.measured else "—",
               _num(r.agreement_pct, "{:.1f}") if r.measured else "—",
-              md(r.cross_isa_note or "") if r.measured else md(r.status_reason)] for r in rows]
+              "" if r.measured else md(r.status_reason)] for r in rows]
     install = rows[0].env.device_install_mb
     return [f"Same answers on this device as on {md(controller)}? Each artifact was built and checked on "
             f"{md(controller)}, run here on {rows[0].env.eval_photos} evaluation photos, and its logits "
@@ -403,10 +403,10 @@ def _charts(results: list[Result], result_files: list[Path], build_dir: Path) ->
     inputs = sorted(result_files) + module_files("mobilenet.plots")
     wanted = {"results": sorted(str(p) for p in result_files)}
     if index.exists():
-        known = [build_dir / entry["path"] for entry in read_json(index)]
-        fresh, _ = is_fresh([index, *known], inputs, wanted, stamp)
+        entries = read_json(index)
+        fresh, _ = is_fresh([index, *(build_dir / entry["path"] for entry in entries)], inputs, wanted, stamp)
         if fresh:
-            return {tuple(entry["key"]): entry["path"] for entry in read_json(index)}
+            return {tuple(entry["key"]): entry["path"] for entry in entries}
     figures = {key: path.relative_to(build_dir).as_posix()
                for key, path in plots.write_all(results, plots_dir).items()}
     write_json(index, [{"key": list(key), "path": path} for key, path in figures.items()])

@@ -102,7 +102,6 @@ class Result:
     # Device mode: the same artifact's answers on the device against those on the controller.
     cross_isa_agreement_pct: float | None = None
     cross_isa_max_abs_dlogit: float | None = None
-    cross_isa_note: str | None = None  # why there is no cross-ISA figure
     tied_top1_rows: int | None = None  # rows whose maximum logit is shared by several classes
     native_benchmark: dict | None = None  # the runtime's own benchmark tool on the same artifact
     inputs: dict = field(default_factory=dict)  # fingerprints of what shaped this result
