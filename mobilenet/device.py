@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import posixpath
-import re
 import shlex
 import shutil
 import stat
@@ -40,6 +39,7 @@ from mobilenet import accuracy
 from mobilenet.build import artifact_problem, reference_logits_path
 from mobilenet.fsutil import read_json, write_json
 from mobilenet.measure import SessionPlan, Take
+from mobilenet.remote import FETCHABLE_NAME, _run, _swap_in
 from mobilenet.results import FAILED, OK, SKIPPED, Environment, Result, write_result
 from mobilenet.settings import REPO_ROOT, Settings, parse_threads
 from mobilenet.variants import REFERENCE_ID, Variant, by_id, select
@@ -69,7 +69,6 @@ EMULATED_NOTE = "emulated: not a measurement"
 
 # Limits on what a device sends back: logits are N x 1000 float32, the rest is JSON and logs.
 MAX_FETCH_BYTES = 256 << 20
-FETCHABLE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+=-]*")
 FETCH_READ_TIMEOUT_S = 120.0
 
 # Run on the device before anything is shipped: what it is, and whether qemu-user runs it.
@@ -214,10 +213,6 @@ def connect(spec: str, ssh_config: str | None = None, identity: str | None = Non
                 ssh_config=str(Path(ssh_config).expanduser()) if ssh_config else None,
                 build_dir=Path("."), accept_new_host_keys=accept_new_host_keys)
     return ssh_connect(host, plan, connect_timeout=60)
-
-
-def _run(cxn, command: str) -> str:
-    return cxn.run(command, hide=True, in_stream=False).stdout
 
 
 def _tail(exc: Exception, lines: int = 6) -> str:
@@ -596,14 +591,6 @@ def _keep_earlier_variants(previous: Path, new: Path, measured: set[str]) -> Non
             if path.name.split("@")[0] not in measured and not (new / kind / path.name).exists():
                 (new / kind).mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, new / kind / path.name)
-
-
-def _swap_in(new: Path, final: Path, scratch: Path) -> None:
-    """Two renames: `final` is always either the old copy or the new one, never a mix."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists():
-        final.rename(scratch / "previous")
-    new.rename(final)
 
 
 # ---- every device
