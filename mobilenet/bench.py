@@ -2,7 +2,7 @@
 
 The speed of a process is a random draw: the same model in two fresh processes can differ
 by 1.5x, and interleaving in time cannot cancel that. So every variant runs in several
-sessions (fresh processes each), and each figure comes with a 95 % interval over sessions
+sessions (fresh processes each), and each figure comes with a 95 % rerun interval over sessions
 (timing.session_interval). Accuracy is not measured here: the build check already scored
 every artifact on the evaluation photos, and its logits are kept beside the artifact, tied
 to it by sha256 (build.py).
@@ -68,7 +68,7 @@ def _session_plan(settings: Settings, threads: int, data: Prepared) -> SessionPl
     per_session_runs = math.ceil(settings.min_runs / settings.sessions)
     return SessionPlan(threads=threads, warmup=settings.warmup, burst=settings.burst,
                        min_runs=per_session_runs, min_seconds=settings.min_seconds / settings.sessions,
-                       eval_npy=str(data.eval.path), log_dir=str(settings.logs_dir))
+                       eval_npy=str(data.eval.path), log_dir=str(settings.logs_dir), reference=REFERENCE_ID)
 
 
 def _native_benchmark(variant: Variant, artifact: Path, threads: int, settings: Settings) -> dict | None:
@@ -149,7 +149,7 @@ def _result(variant: Variant, meta: dict, sessions: list[dict[str, Take]], threa
 
 def timing_fields(takes: list[Take], reference: list[Take] | None) -> dict:
     """The Result's timing fields from one variant's sessions: p50 and the speed-up over the
-    reference taken in the same sessions, each with its 95 % interval over sessions, and the
+    reference taken in the same sessions, each with its 95 % rerun interval over sessions, and the
     pooled distribution. reference None (a device without eager FP32): no speed-up."""
     first = takes[0].ready
     session_p50 = [statistics.median(t.samples) for t in takes]

@@ -1,8 +1,8 @@
 """Two result folders side by side: which variants got slower or faster, judged by intervals.
 
-A change counts only when the two runs' 95 % p50 intervals do not overlap (the runs
-themselves say the difference is not the machine's noise) and it is larger than the
-threshold (it matters). A variant that was measured before and is FAILED or skipped now
+A change counts only when the new p50 lies outside the old run's 95 % rerun interval (the
+range a rerun of the old code lands in; timing.Interval), so the difference is not the
+machine's noise, and it is larger than the threshold (it matters). A variant that was measured before and is FAILED or skipped now
 is a regression whatever its timing.
 """
 from __future__ import annotations
@@ -35,17 +35,17 @@ class Change:
         return (self.new.p50_ms / self.old.p50_ms - 1) * 100
 
     @property
-    def separated(self) -> bool:
-        """Do the two p50 intervals not overlap? Without intervals (one session) nothing is claimed."""
-        a, b = self.old.p50_ci_ms, self.new.p50_ci_ms
-        return bool(a and b) and (b[0] > a[1] or b[1] < a[0])
+    def beyond_noise(self) -> bool:
+        """Is the new p50 outside the range a rerun of the old run lands in?"""
+        low, high = self.old.p50_ci_ms
+        return not low <= self.new.p50_ms <= high
 
     @property
     def verdict(self) -> str:
-        if not (self.old.p50_ci_ms and self.new.p50_ci_ms):
-            return "not judged (a run without intervals: rerun with --sessions 2 or more)"
-        if not self.separated:
-            return "unchanged (intervals overlap)"
+        if not self.old.p50_ci_ms:
+            return "not judged (the old run has no interval: it had one session)"
+        if not self.beyond_noise:
+            return "unchanged (inside the old run's rerun interval)"
         if abs(self.change_pct) <= self.threshold_pct:
             return "unchanged (beyond noise, below threshold)"
         return "REGRESSED" if self.change_pct > 0 else "improved"
@@ -119,9 +119,10 @@ def render(comparison: Comparison) -> str:
             for c in comparison.changes]
     rows += [[f"`{x.variant}`", x.threads, "measured", x.new_status, "—", f"REGRESSED: {x.new_status} now ({x.reason})"]
              for x in comparison.lost]
-    lines = [tabulate(rows, headers=["variant", "threads", "old p50 ms (95% CI)", "new p50 ms (95% CI)", "change",
+    lines = [tabulate(rows, headers=["variant", "threads", "old p50 ms (95% rerun)", "new p50 ms (95% rerun)", "change",
                                      "verdict"], tablefmt="github", disable_numparse=True)]
-    lines.append(f"\nA change counts when the two 95 % intervals do not overlap and it exceeds "
+    lines.append(f"\nA change counts when the new p50 lies outside the old run's 95 % rerun interval (where a "
+                 f"rerun of the old code lands) and it exceeds "
                  f"{comparison.threshold_pct:g} %; a variant measured before and FAILED or skipped now is a "
                  f"regression.")
     if comparison.old_machine != comparison.new_machine:

@@ -192,7 +192,7 @@ def session_plan_spec(variants: list[Variant], threads: int, settings: Settings,
                        min_runs=math.ceil(settings.min_runs / sessions),
                        min_seconds=settings.min_seconds / sessions,
                        eval_npy=f"{run_dir}/data/eval.npy", log_dir=f"{run_dir}/out/logs",
-                       logits_dir=f"{run_dir}/out/logits")
+                       logits_dir=f"{run_dir}/out/logits", reference=REFERENCE_ID)
     return {"plan": asdict(plan), "sessions": sessions,
             "variants": [{"id": v.id, "runtime": v.runtime, "runner": v.runner,
                           "artifact": f"{run_dir}/models/{v.artifact}"} for v in variants]}

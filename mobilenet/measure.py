@@ -30,6 +30,7 @@ class SessionPlan:
     eval_npy: str
     log_dir: str
     logits_dir: str | None = None  # set when the session also scores the photos (device runs)
+    reference: str | None = None  # the variant every speed-up is paired with: it runs in every round
 
 
 @dataclass
@@ -119,6 +120,10 @@ def run_session(entries: list[tuple[object, Path]], plan: SessionPlan, session: 
 
 def _interleave(workers: dict[str, WorkerProcess], takes: dict[str, Take], plan: SessionPlan, meter,
                 progress) -> None:
+    """Rounds of one burst per active variant, in rotating order, until every variant has its
+    calls. A variant leaves the rounds once it has them, so slow variants do not wait for the
+    fastest one's count; the reference stays to the end, because each round's speed-up pairs
+    a variant's burst with the reference's burst of the same round."""
     active = list(workers)
 
     def done(variant_id: str) -> bool:
@@ -148,6 +153,7 @@ def _interleave(workers: dict[str, WorkerProcess], takes: dict[str, Take], plan:
         rounds += 1
         if progress:
             progress(rounds, max(rounds, rounds_expected()))
+        active = [v for v in active if v == plan.reference or not done(v)]
 
 
 # ---------------------------------------------------------------- device entry point

@@ -30,7 +30,7 @@ def md(text) -> str:
 
 
 def _with_interval(value, interval, fmt: str) -> str:
-    """'20.35 (19.10–21.60)': the estimate and its 95 % interval over sessions."""
+    """'20.35 (19.10–21.60)': the estimate and its 95 % rerun interval (timing.Interval)."""
     if value is None:
         return "—"
     if not interval:
@@ -64,7 +64,7 @@ def main_table(results: list[Result]) -> str:
             _num(r.cpu_util_pct, "{:.0f}%"), _energy(r),
             _num(r.top1_pct, "{:.1f}"), _num(r.top5_pct, "{:.1f}"), _num(r.agreement_pct, "{:.1f}"),
             _status(r)])
-    headers = ["variant", "runtime", "size MB", "vs FP32", "p50 ms (95% CI)", "p90 ms", "speed-up (95% CI)",
+    headers = ["variant", "runtime", "size MB", "vs FP32", "p50 ms (95% rerun)", "p90 ms", "speed-up (95% rerun)",
                "load ms", "peak RSS MB", "CPU", "energy mJ/inf", "top-1 %", "top-5 %", "agree %", "status"]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
@@ -165,9 +165,10 @@ def timing_note(results: list[Result]) -> str:
             f"explicitly, warm-up excluded, timed in interleaved rounds in rotating order ({rounds} rounds in all, "
             f"{min(r.runs for r in measured)}+ timed calls per variant). p50 is the geometric mean of the "
             f"per-session medians and speed-up the geometric mean of the per-session speed-ups (each the "
-            f"median of that session's per-round ratios to eager FP32); their 95 % intervals are Student-t "
-            f"intervals over sessions on the log scale, because the speed of a process is itself a random "
-            f"draw that rounds inside one process cannot average out.{width} p90/p99 pool every call. "
+            f"median of that session's per-round ratios to eager FP32); in brackets is the 95 % rerun "
+            f"interval: where a rerun of this bench puts the figure 95 % of the time (Student-t over sessions on "
+            f"the log scale, widened by sqrt(2) for the rerun's own noise), because the speed of a process is "
+            f"itself a random draw that rounds inside one process cannot average out.{width} p90/p99 pool every call. "
             f"Per-round medians vary with a CV of {min(round_cvs) * 100:.1f}–{max(round_cvs) * 100:.1f} % "
             f"across variants."
             + (f" Preprocessing (decode, resize, crop, normalise) takes {measured[0].preprocess_ms:.1f} ms per "
@@ -303,7 +304,7 @@ def cross_machine_table(results: list[Result], threads: int) -> str:
 def cross_machine_section(results: list[Result]) -> list[str]:
     parts = ["## Across machines", "",
              "p50 latency per variant on each machine, and in brackets its speed-up against that "
-             "machine's own eager FP32 with its 95 % interval (the same figures as in the machine's "
+             "machine's own eager FP32 with its 95 % rerun interval (the same figures as in the machine's "
              "table below).", ""]
     for threads in sorted({r.threads for r in results}):
         parts += [f"### {plots.threads_label(threads)}", "", cross_machine_table(results, threads), ""]

@@ -79,7 +79,7 @@ class Result:
     rounds: int | None = None
     mean_ms: float | None = None
     p50_ms: float | None = None  # geometric mean of the per-session medians
-    p50_ci_ms: list | None = None  # 95 % interval over sessions, [low, high]
+    p50_ci_ms: list | None = None  # 95 % rerun interval over sessions (timing.Interval), [low, high]
     session_p50_ms: list = field(default_factory=list)
     p90_ms: float | None = None  # p90 and p99 pool every timed call
     p99_ms: float | None = None
@@ -88,7 +88,7 @@ class Result:
     round_cv: float | None = None  # spread of the per-round medians: how much the machine drifted
     speedup_vs_eager: float | None = None  # geometric mean of the per-session speed-ups
     speedup_note: str | None = None  # why there is no speed-up (no eager FP32 on a device)
-    speedup_ci: list | None = None  # 95 % interval over sessions, [low, high]
+    speedup_ci: list | None = None  # 95 % rerun interval over sessions, [low, high]
     session_speedups: list = field(default_factory=list)  # each: median of that session's round ratios
     peak_rss_mb: float | None = None
     cpu_time_s: float | None = None  # process CPU time during the timed bursts

@@ -115,7 +115,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("eval_count", _integer(1), 200, "evaluation photos", True),
     Option("threads", parse_threads, (1,), "thread counts: 1, 1,2 or all", True),
     Option("only", _variant_globs, None, "variant globs, e.g. 'onnx-*,int8-*'", True),
-    Option("sessions", _integer(1), 5, "fresh processes per variant (intervals need 2 or more)", True),
+    Option("sessions", _integer(1), 7, "fresh processes per variant (intervals need 2 or more)", True),
     Option("warmup", _integer(0), 10, "untimed calls per process before timing", True),
     # Totals over all sessions. The intervals' width comes from the number of sessions (the
     # process-to-process spread), not from more calls within one, so sessions get the budget.

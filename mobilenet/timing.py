@@ -83,14 +83,17 @@ def t975(dof: int) -> float:
 
 @dataclass(frozen=True)
 class Interval:
-    """A 95 % interval of a positive quantity (a latency or a speed-up) over sessions.
+    """Where a rerun of the same bench would put this figure, 95 % of the time.
 
-    Computed on the log scale, as the geometric mean of the session values +- Student's t
-    times their standard error: ratios and times are multiplicative, so a 1.2x faster and a
-    1.2x slower session are equally far from the centre. With a handful of sessions the t
-    quantile (12.7 for two, 2.78 for five) makes the interval honest about how little is
-    known, where a bootstrap over five values would be too narrow. One session has no
-    interval (low = high = None).
+    A rerun draws new processes, so its estimate misses ours by the noise of both runs: the
+    half-width is Student's t (n-1 degrees of freedom) times the session spread times
+    sqrt(1/n + 1/n), a prediction interval for the next run's mean, not a confidence interval
+    for this run's (which is sqrt(2) narrower and misses about one rerun in six). That is the
+    question a user asks of a benchmark ("will the ranking hold when I run it again?"), and
+    the one `compare` asks of two runs. Computed on the log scale around the geometric mean:
+    ratios and times are multiplicative, so a 1.2x faster and a 1.2x slower session are
+    equally far from the centre. With few sessions the t quantile (12.7 for two, 2.45 for
+    seven) is honest about how little is known. One session has no interval (low = high = None).
     """
     estimate: float
     low: float | None
@@ -115,5 +118,6 @@ def session_interval(values) -> Interval:
     centre = statistics.fmean(logs)
     if len(logs) < 2:
         return Interval(math.exp(centre), None, None, len(logs))
-    half = t975(len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+    n = len(logs)
+    half = t975(n - 1) * statistics.stdev(logs) * math.sqrt(1 / n + 1 / n)
     return Interval(math.exp(centre), math.exp(centre - half), math.exp(centre + half), len(logs))

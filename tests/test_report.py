@@ -170,11 +170,11 @@ def test_folders_merge_once_and_first_result_wins(tmp_path):
 
 def test_compare_judges_by_intervals_and_flags_lost_variants():
     old = [make_result("fp32-eager", 20.0), make_result("onnx-fp32", 10.0, ci=0.02),
-           make_result("onnx-int8", 6.0, ci=0.15), make_result("int8-dynamic", 22.0),
+           make_result("onnx-int8", 6.0, ci=0.3), make_result("int8-dynamic", 22.0),
            make_result("litert-int8", 5.0), make_result("executorch-int8", 5.0)]
     new = [make_result("fp32-eager", 20.4),
            make_result("onnx-fp32", 12.0, ci=0.02),  # +20 %, intervals 9.8–10.2 and 11.76–12.24: apart
-           make_result("onnx-int8", 7.5, ci=0.15),  # +25 %, but 5.1–6.9 and 6.375–8.625 overlap
+           make_result("onnx-int8", 7.5, ci=0.3),  # +25 %, but inside the old rerun interval 4.2–7.8
            make_result("int8-dynamic", 15.0),  # −31.8 %
            make_result("litert-int8", 5.0, status="FAILED"),  # ok -> FAILED
            make_result("executorch-int8", 0, status="skipped")]  # ok -> skipped
@@ -182,9 +182,9 @@ def test_compare_judges_by_intervals_and_flags_lost_variants():
     by_variant = {c.variant: c for c in result.changes}
     assert by_variant["onnx-fp32"].change_pct == pytest.approx(20.0)
     assert by_variant["onnx-fp32"].verdict == "REGRESSED"
-    assert by_variant["onnx-int8"].verdict == "unchanged (intervals overlap)"
+    assert by_variant["onnx-int8"].verdict == "unchanged (inside the old run's rerun interval)"
     assert by_variant["int8-dynamic"].verdict == "improved"
-    assert by_variant["fp32-eager"].verdict == "unchanged (intervals overlap)"
+    assert by_variant["fp32-eager"].verdict == "unchanged (inside the old run's rerun interval)"
     assert [(x.variant, x.new_status) for x in result.lost] == [("litert-int8", "FAILED"),
                                                                   ("executorch-int8", "skipped")]
     assert [getattr(c, "variant") for c in result.regressions] == ["onnx-fp32", "litert-int8", "executorch-int8"]
