@@ -46,19 +46,21 @@ def _exit_failed() -> None:
     os._exit(1)
 
 
-def _build(step: str, force: bool, settings: Settings | None = None) -> None:
-    from mobilenet.build import BuildError, run_step
+def _build(steps: list[str], force: bool, settings: Settings | None = None) -> None:
+    """Run these build steps (mobilenet/schedule.py: export first, then the others two at a time)."""
+    from mobilenet.build import BuildError
     from mobilenet.fsutil import BuildFolderBusy, io_errors
     from mobilenet.model import WeightsError
+    from mobilenet.schedule import StepError, build_steps
     settings = settings or _settings()
     try:
         with io_errors():
-            metas = run_step(step, settings, force=force)
-    except (BuildError, BuildFolderBusy, WeightsError, ValueError) as exc:
+            for step, metas in build_steps(steps, settings, force=force):
+                failed = [m["variant"] for m in metas if m["status"] == "FAILED"]
+                if failed:
+                    _fail_later(f"{step}: FAILED {', '.join(failed)} (reasons in build/logs/{step}.log and the report)")
+    except (StepError, BuildError, BuildFolderBusy, WeightsError, ValueError) as exc:
         _fail(str(exc))
-    failed = [m["variant"] for m in metas if m["status"] == "FAILED"]
-    if failed:
-        _fail_later(f"{step}: FAILED {', '.join(failed)} (reasons in build/logs/{step}.log and the report)")
 
 
 _done: set[str] = set()  # steps already run by this invocation: each runs once
@@ -77,20 +79,18 @@ def _download(settings: Settings) -> None:
     log.info("download-images: %d downloaded, %d already verified", counts["downloaded"], counts["kept"])
 
 
-def _needs(*steps: str) -> None:
+def _needs(*names: str) -> None:
     """Run what these steps read from (Make-style: each skips itself when up to date), with the
     chain's settings from the environment. Called after the task has validated its own
     options, so a bad value stops before any work."""
-    for name in steps:
-        if name in _done:
-            continue
-        _done.add(name)
-        if name == "download-images":
-            _download(_settings())
-        else:
-            step = STEP_BY_NAME[name]
-            _needs("download-images", *step.needs)
-            _build(name, force=False)
+    from mobilenet.schedule import with_needs
+    steps = [name for name in with_needs(n for n in names if n != "download-images") if name not in _done]
+    if (steps or "download-images" in names) and "download-images" not in _done:
+        _done.add("download-images")
+        _download(_settings())
+    _done.update(steps)
+    if steps:
+        _build(steps, force=False)
 
 
 @task(help=task_help("mirror", "local_images", "local_labels", "calib_count", "eval_count"))
@@ -106,7 +106,7 @@ def export(c, weights=None, random_weights=None, force=False):
     """FP32 eager state_dict, traced TorchScript and PyTorch Mobile (.ptl), each checked against eager."""
     settings = _settings(weights=weights, random_weights=random_weights)
     _needs("download-images")
-    _build("export", force, settings)
+    _build(["export"], force, settings)
     _done.add("export")
 
 
@@ -114,7 +114,7 @@ def _build_task(step):
     def build_step(c, force=False):
         _settings()
         _needs("download-images", *step.needs)
-        _build(step.name, force)
+        _build([step.name], force)
         _done.add(step.name)
     build_step.__doc__ = step.doc
     return task(build_step, name=step.name, help=FORCE_HELP)
@@ -124,6 +124,15 @@ STEP_BY_NAME = {step.name: step for step in STEPS}
 for _step in STEPS:
     if _step.name != "export":
         globals()[_step.name.replace("-", "_")] = _build_task(_step)
+
+
+@task(help=FORCE_HELP)
+def build(c, force=False):
+    """Build every variant: export, then the other build steps two at a time (MOBILENET_BUILD_JOBS)."""
+    _settings()
+    _needs("download-images")
+    _build(list(STEP_BY_NAME), force)
+    _done.update(STEP_BY_NAME)
 
 
 @task(help={**task_help("threads", "only", "sessions", "min_runs", "min_seconds", "warmup", "tag"), **FORCE_HELP})

@@ -233,24 +233,22 @@ def _first_line(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {exc}".splitlines()[0][:300]
 
 
-def run_step(step: str, settings: Settings, force: bool = False) -> list[dict]:
+def run_step(step: str, settings: Settings, force: bool = False, data: Prepared | None = None,
+             stale: dict[str, str] | None = None) -> list[dict]:
     """Build every variant of `step` unless its outputs are fresh; return their metadata.
+    `data` and `stale`: what prepare() and stale_variants() just gave the caller, if it asked.
 
     Never raises for one variant's failure: the caller reads FAILED from the returned metas
     and exits non-zero after the whole chain has run.
     """
     hold_build_lock(settings.build_dir)
     logger = logs.setup(settings.logs_dir, step, settings.quiet)
-    selected = {v.id for v in select(settings.only)}  # MOBILENET_ONLY narrows the builds too
-    variants = [v for v in for_step(step) if v.id in selected]
+    variants = selected_variants(step, settings)
     if not variants:
         logger.info("%s: nothing selected (MOBILENET_ONLY=%s)", step, settings.only)
         return []
-    data = prepare(settings)
-    # Freshness per variant: building a subset (MOBILENET_ONLY, device mode) leaves the other
-    # variants of the step, and their records, as they were.
-    stale = {v.id: reason for v in variants
-             if (reason := "forced" if force else _stale_reason(step, v, settings, data))}
+    data = data or prepare(settings)
+    stale = stale_variants(step, settings, force, data) if stale is None else stale
     if not stale:
         logger.info("%s: up to date (--force to redo)", step)
         return _report_failed(logger, [read_json(v.meta_path(settings.models_dir)) for v in variants])
@@ -297,6 +295,25 @@ def run_step(step: str, settings: Settings, force: bool = False) -> list[dict]:
         results.append(meta)
     order = [v.id for v in for_step(step)]
     return _report_failed(logger, sorted(kept + results, key=lambda meta: order.index(meta["variant"])))
+
+
+def selected_variants(step: str, settings: Settings) -> list[Variant]:
+    """The step's variants that MOBILENET_ONLY selects (it narrows the builds too)."""
+    selected = {v.id for v in select(settings.only)}
+    return [v for v in for_step(step) if v.id in selected]
+
+
+def stale_variants(step: str, settings: Settings, force: bool = False, data: Prepared | None = None) -> dict[str, str]:
+    """{variant id: why it must be built} for the step's selected variants; {} when up to date.
+
+    Freshness is per variant: building a subset (MOBILENET_ONLY, device mode) leaves the other
+    variants of the step, and their records, as they were.
+    """
+    variants = selected_variants(step, settings)
+    if force or not variants:
+        return {v.id: "forced" for v in variants}
+    data = data or prepare(settings)
+    return {v.id: reason for v in variants if (reason := _stale_reason(step, v, settings, data))}
 
 
 def _stamp(step: str, variant: Variant, settings: Settings) -> Path:

@@ -141,6 +141,7 @@ class BuildFolderBusy(RuntimeError):
 
 
 _HELD_LOCKS: dict[str, int] = {}
+LOCK_HANDOFF_ENV = "MOBILENET_BUILD_LOCK_HANDOFF"  # "<holder pid>:<lock fd>", set by lock_handoff() for a child
 
 
 def hold_build_lock(build_dir: Path) -> None:
@@ -149,7 +150,8 @@ def hold_build_lock(build_dir: Path) -> None:
     Two runs in one build folder would overwrite each other's artifacts and results, so a
     second one stops at once and names the first. The lock is an flock on build/.lock,
     which the kernel releases when the holder exits, killed or not; calling again from the
-    same process (the next task of one `invoke` chain) is a no-op.
+    same process (the next task of one `invoke` chain) is a no-op. A build step the holder
+    runs as its own child process is let in (lock_handoff); no other process is.
     """
     import fcntl
     build_dir = Path(build_dir)
@@ -163,12 +165,48 @@ def hold_build_lock(build_dir: Path) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        inherited = _handed_down(holder, fd)
         os.close(fd)
-        raise BuildFolderBusy(f"another run (pid {holder}) is using {build_dir}; wait for it to finish, "
-                              f"or stop it, before starting a new one") from None
+        if inherited is None:
+            raise BuildFolderBusy(f"another run (pid {holder}) is using {build_dir}; wait for it to finish, "
+                                  f"or stop it, before starting a new one") from None
+        _HELD_LOCKS[key] = inherited
+        return
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     _HELD_LOCKS[key] = fd  # kept open for the life of the process: closing it would unlock
+
+
+def _handed_down(holder: str, lock_fd: int) -> int | None:
+    """The lock descriptor this process inherited from the run holding the lock, or None.
+
+    Let in only when the holder named in LOCK_HANDOFF_ENV is this process's parent and the
+    pid written in the lock file, and the descriptor it passed is that lock file: a copied
+    environment, a grandchild or an unrelated process is refused.
+    """
+    pid, _, fd = os.environ.get(LOCK_HANDOFF_ENV, "").partition(":")
+    if not (pid and fd.isdigit() and pid == holder == str(os.getppid())):
+        return None
+    try:
+        same_file = os.path.samestat(os.fstat(int(fd)), os.fstat(lock_fd))
+    except OSError:
+        return None
+    if not same_file:
+        return None
+    os.set_inheritable(int(fd), False)  # this process's own children (workers) do not get it
+    return int(fd)
+
+
+def lock_handoff(build_dir: Path) -> tuple[dict[str, str], tuple[int, ...]]:
+    """The environment and descriptor that let a child process of this one work in `build_dir`
+    under this process's lock: pass them to subprocess.Popen(env=..., pass_fds=...).
+
+    The child keeps the lock's descriptor, so the folder stays locked until the child has
+    exited even if this process is killed first.
+    """
+    hold_build_lock(build_dir)
+    fd = _HELD_LOCKS[str(Path(build_dir).resolve())]
+    return {LOCK_HANDOFF_ENV: f"{os.getpid()}:{fd}"}, (fd,)
 
 
 class StorageError(ValueError):

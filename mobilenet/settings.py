@@ -124,6 +124,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("burst", _integer(1), 10, "calls per burst in the interleaved rounds", True),
     Option("tag", _text, None, "machine id in results (default hostname + CPU model)"),
     Option("quiet", _flag, False, "no progress bars or step messages (warnings and errors stay)"),
+    # Build steps after export run in child processes, this many at once (1: one after another,
+    # in the task's own process). A build takes up to about 2 GB and, in places, every core.
+    Option("build_jobs", _integer(1), min(2, os.cpu_count() or 1),
+           "build steps run at once after export (default 2, or 1 on a 1-core machine)"),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 
@@ -187,6 +191,7 @@ class Settings:
     burst: int = _FROM_ENV
     tag: str | None = _FROM_ENV
     quiet: bool = _FROM_ENV
+    build_jobs: int = _FROM_ENV
 
     def __post_init__(self):
         for option in OPTIONS:
@@ -209,6 +214,19 @@ class Settings:
             flag = isinstance(value, bool) and option.parse is _flag
             given[name] = value if flag else parse(option, value, f"--{name.replace('_', '-')}")
         return replace(self, **given)
+
+    def as_env(self) -> dict[str, str]:
+        """Every setting as its MOBILENET_* variable, for a child process whose Settings() must
+        read back these very values (a task's options included)."""
+        env = {}
+        for option in OPTIONS:
+            value = getattr(self, option.name)
+            if isinstance(value, bool):
+                value = "1" if value else "0"
+            elif isinstance(value, tuple):
+                value = ",".join(map(str, value))
+            env[option.env] = "" if value is None else str(value)
+        return env
 
     @property
     def images_dir(self) -> Path:

@@ -131,19 +131,23 @@ class Step:
     name: str
     doc: str
     needs: tuple[str, ...] = ("export",)  # steps whose outputs it reads; export reads the photos
+    # Wall seconds of a full build, one step at a time on a 2-core x86 box: which steps the scheduler
+    # starts first until the step's own variants have recorded their build times.
+    typical_s: float = 60.0
 
 
 STEPS: tuple[Step, ...] = (
     Step("export", "FP32 eager state_dict, traced TorchScript and PyTorch Mobile (.ptl), each checked against eager.",
-         needs=()),
-    Step("quantize-dynamic", "INT8 dynamic quantization (torch.ao), saved as TorchScript."),
+         needs=(), typical_s=55),
+    Step("quantize-dynamic", "INT8 dynamic quantization (torch.ao), saved as TorchScript.", typical_s=15),
     Step("quantize-static", "INT8 static quantization calibrated on real photos, for the fbgemm (x86) and "
-                            "qnnpack (ARM) engines."),
-    Step("convert-onnx", "ONNX (dynamo exporter) FP32, and ONNX Runtime static QDQ INT8."),
-    Step("convert-litert", "LiteRT (TensorFlow Lite) FP32 and INT8 via litert-torch."),
-    Step("convert-executorch", "ExecuTorch .pte, FP32 and PT2E INT8, lowered to XNNPACK."),
-    Step("convert-openvino", "OpenVINO IR, FP32 and NNCF INT8, for the CPU plugin."),
-    Step("compile-aoti", "AOTInductor packages (.pt2) of torch.export'ed FP32 and PT2E INT8 models."),
+                            "qnnpack (ARM) engines.", typical_s=49),
+    Step("convert-onnx", "ONNX (dynamo exporter) FP32, and ONNX Runtime static QDQ INT8.", typical_s=48),
+    Step("convert-litert", "LiteRT (TensorFlow Lite) FP32 and INT8 via litert-torch.", typical_s=72),
+    Step("convert-executorch", "ExecuTorch .pte, FP32 and PT2E INT8, lowered to XNNPACK.", typical_s=141),
+    Step("convert-openvino", "OpenVINO IR, FP32 and NNCF INT8, for the CPU plugin.", typical_s=37),
+    Step("compile-aoti", "AOTInductor packages (.pt2) of torch.export'ed FP32 and PT2E INT8 models.",
+         typical_s=99),
 )
 BUILD_STEPS = tuple(step.name for step in STEPS)
 
