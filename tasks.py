@@ -12,7 +12,7 @@ import sys
 from invoke import task
 
 from mobilenet.settings import SettingError, Settings, task_help
-from mobilenet.variants import STEPS
+from mobilenet.variants import STEP_BY_NAME, STEPS
 
 _failures: list[str] = []
 FORCE_HELP = {"force": "redo even if up to date"}
@@ -120,7 +120,6 @@ def _build_task(step):
     return task(build_step, name=step.name, help=FORCE_HELP)
 
 
-STEP_BY_NAME = {step.name: step for step in STEPS}
 for _step in STEPS:
     if _step.name != "export":
         globals()[_step.name.replace("-", "_")] = _build_task(_step)

@@ -64,11 +64,13 @@ def bench_inputs(settings: Settings, variants: list[Variant]) -> list[Path]:
     return files + module_files(*MEASUREMENT_CODE, *runners)
 
 
-def _session_plan(settings: Settings, threads: int, data: Prepared) -> SessionPlan:
-    per_session_runs = math.ceil(settings.min_runs / settings.sessions)
+def session_plan(settings: Settings, threads: int, eval_npy: str, log_dir: str,
+                 logits_dir: str | None = None) -> SessionPlan:
+    """One session's share of the settings' totals (calls, seconds), here or on a device."""
     return SessionPlan(threads=threads, warmup=settings.warmup, burst=settings.burst,
-                       min_runs=per_session_runs, min_seconds=settings.min_seconds / settings.sessions,
-                       eval_npy=str(data.eval.path), log_dir=str(settings.logs_dir), reference=REFERENCE_ID)
+                       min_runs=math.ceil(settings.min_runs / settings.sessions),
+                       min_seconds=settings.min_seconds / settings.sessions,
+                       eval_npy=eval_npy, log_dir=log_dir, logits_dir=logits_dir, reference=REFERENCE_ID)
 
 
 def _native_benchmark(variant: Variant, artifact: Path, threads: int, settings: Settings) -> dict | None:
@@ -183,7 +185,7 @@ def bench_threads(variants: list[Variant], threads: int, settings: Settings, dat
     if REFERENCE_ID not in {v.id for v in runnable}:
         raise BenchError(f"the FP32 eager reference is not built ({metas.get(REFERENCE_ID, {}).get('reason')}): "
                          "run `invoke export`")
-    plan = _session_plan(settings, threads, data)
+    plan = session_plan(settings, threads, str(data.eval.path), str(settings.logs_dir))
     entries = [(v, v.artifact_path(models)) for v in runnable]
     meter, load = RaplMeter(), MachineLoad()
     sessions: list[dict[str, Take]] = []

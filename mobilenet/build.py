@@ -330,8 +330,9 @@ def _stale_reason(step: str, variant: Variant, settings: Settings, data: Prepare
     problem = artifact_problem(variant, settings.models_dir)
     if problem:
         return f"{variant.id}: {problem}"
-    if read_json(meta)["status"] == SKIPPED:
-        return f"retrying {variant.id} ({read_json(meta).get('reason')})"
+    recorded = read_json(meta)
+    if recorded["status"] == SKIPPED:
+        return f"retrying {variant.id} ({recorded.get('reason')})"
     return None
 
 

@@ -20,7 +20,6 @@ import hashlib
 import io
 import json
 import logging
-import math
 import posixpath
 import shlex
 import shutil
@@ -38,7 +37,7 @@ import numpy as np
 from mobilenet import accuracy
 from mobilenet.build import artifact_problem, reference_logits_path
 from mobilenet.fsutil import read_json, write_json
-from mobilenet.measure import SessionPlan, Take
+from mobilenet.measure import Take
 from mobilenet.remote import FETCHABLE_NAME, _run, _swap_in
 from mobilenet.results import FAILED, OK, SKIPPED, Environment, Result, write_result
 from mobilenet.settings import REPO_ROOT, Settings, parse_threads
@@ -187,13 +186,9 @@ def write_bundle(out: Path, members: dict[str, Path | bytes]) -> Path:
 
 def session_plan_spec(variants: list[Variant], threads: int, settings: Settings, run_dir: str) -> dict:
     """The PLAN.json of `python -m mobilenet.measure` for one thread count, paths on the device."""
-    sessions = max(1, settings.sessions)
-    plan = SessionPlan(threads=threads, warmup=settings.warmup, burst=settings.burst,
-                       min_runs=math.ceil(settings.min_runs / sessions),
-                       min_seconds=settings.min_seconds / sessions,
-                       eval_npy=f"{run_dir}/data/eval.npy", log_dir=f"{run_dir}/out/logs",
-                       logits_dir=f"{run_dir}/out/logits", reference=REFERENCE_ID)
-    return {"plan": asdict(plan), "sessions": sessions,
+    from mobilenet.bench import session_plan
+    plan = session_plan(settings, threads, f"{run_dir}/data/eval.npy", f"{run_dir}/out/logs", f"{run_dir}/out/logits")
+    return {"plan": asdict(plan), "sessions": settings.sessions,
             "variants": [{"id": v.id, "runtime": v.runtime, "runner": v.runner,
                           "artifact": f"{run_dir}/models/{v.artifact}"} for v in variants]}
 

@@ -37,9 +37,8 @@ from typing import Iterable, Iterator
 from mobilenet import logs
 from mobilenet.fsutil import PACKAGE_ROOT, hold_build_lock, lock_handoff, read_json, write_json
 from mobilenet.settings import Settings
-from mobilenet.variants import STEPS, for_step
+from mobilenet.variants import STEP_BY_NAME, STEPS, for_step
 
-STEP_BY_NAME = {step.name: step for step in STEPS}
 STOP_GRACE_S = 10  # a stopped child's time to remove its scratch folder before SIGKILL
 CHILD_COMMAND = (sys.executable, "-m", "mobilenet.schedule")  # + STEP OUTCOME [--force]: main() below
 

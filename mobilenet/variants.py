@@ -150,6 +150,7 @@ STEPS: tuple[Step, ...] = (
          typical_s=99),
 )
 BUILD_STEPS = tuple(step.name for step in STEPS)
+STEP_BY_NAME = {step.name: step for step in STEPS}
 
 
 _POSITION = {v.id: i for i, v in enumerate(VARIANTS)}
