@@ -62,6 +62,10 @@ DEVICE_CODE = ("mobilenet/__init__.py", "mobilenet/worker.py", "mobilenet/measur
                "mobilenet/npyimages.py", "mobilenet/timing.py", "mobilenet/logs.py")
 DEVICE_CODE_GLOBS = ("mobilenet/runners/*.py", "mobilenet/device_requirements/*.txt")
 
+# Deleted from every device install: no runner loads them (the worker uses no numpy.random).
+PRUNE_ALWAYS = ("numpy/random", "numpy/distutils", "numpy/f2py", "numpy/_core/include", "numpy/_pyinstaller",
+                "numpy/_core/_*tests*.so")
+
 DEFAULT_REMOTE_DIR = "mobilenet-device/{host}"
 DEFAULT_REMOTE_PYTHON = "python3"
 EMULATED_NOTE = "emulated: not a measurement"
@@ -107,7 +111,7 @@ class DeviceOutcome:
     ok: bool
     error: str | None = None  # "<stage>: <reason>"
     device: dict = field(default_factory=dict)  # the probe: machine, python, cpus, emulator
-    install_mb: float | None = None  # the device venv on disk, after installing
+    install_mb: float | None = None  # the device venv on disk (MiB), after the run
     install_breakdown: dict = field(default_factory=dict)  # MB of its largest packages
     results: list[Result] = field(default_factory=list)
     folder: Path | None = None  # build/remote/<host>
@@ -229,33 +233,62 @@ def _locked(venv: str, command: str) -> str:
     return f"flock {shlex.quote(venv + '.lock')} sh -c {shlex.quote(command)}"
 
 
+def prune_globs(name: str) -> list[str]:
+    """What to delete under site-packages after installing list `name`: every list's own
+    `# prune:` lines, then what no runner loads from any package (test suites, type stubs,
+    numpy's random and distutils)."""
+    own = [glob for line in (REQUIREMENTS_DIR / f"{name}.txt").read_text().splitlines()
+           if line.startswith("# prune:") for glob in line.removeprefix("# prune:").split()]
+    return own + list(PRUNE_ALWAYS)
+
+
+def prune_command(name: str) -> str:
+    """sh, run inside site-packages: delete what `prune_globs(name)` names."""
+    globs = " ".join(prune_globs(name))  # unquoted on purpose: the shell expands them there
+    return (f"rm -rf -- {globs} && find . -depth -type d -name tests -exec rm -rf {{}} + "
+            f"&& find . -name '*.pyi' -delete")
+
+
 def ensure_venv(cxn, venv: str, python: str) -> None:
-    """Create the device venv unless it is complete (a venv whose ensurepip failed has no pip)."""
+    """Create the device venv, without pip, unless it exists. A venv that has pip is from an
+    older version of this tool and is made anew: pip is the installer's, not the runtime's."""
     q = shlex.quote
     hint = ("python -m venv failed on the device; on Debian or Raspberry Pi OS: "
             "sudo apt install python3-venv")
-    _run(cxn, _locked(venv, f"test -x {q(venv + '/bin/pip')} || {q(python)} -m venv --clear {q(venv)} || "
+    _run(cxn, _locked(venv, f"{{ test -x {q(venv + '/bin/python')} && ! test -e {q(venv + '/bin/pip')}; }} || "
+                            f"{q(python)} -m venv --clear --without-pip {q(venv)} || "
                             f"{{ echo {q(hint)} >&2; exit 1; }}"))
 
 
-def install_lists(cxn, venv: str, code_dir: str, lists: set[str]) -> dict[str, str]:
-    """pip-install each list into the device venv unless that exact list is already in;
-    returns {list: why it could not be installed}."""
+def install_lists(cxn, venv: str, code_dir: str, lists: set[str], python: str) -> dict[str, str]:
+    """pip-install each list into the device venv unless that exact list is already in, then
+    prune it; returns {list: why it could not be installed}.
+
+    pip runs from a throwaway installer venv beside the device venv (`pip --python`), so the
+    device venv holds what the worker loads and nothing else; the installer is deleted after.
+    """
     q = shlex.quote
     failed = {}
+    installer = f"{venv}-installer"
+    site = f"{q(venv)}/lib/python3*/site-packages"  # one Python per venv: the glob matches once
     for name in sorted(lists):
-        digest = _digest(REQUIREMENTS_DIR / f"{name}.txt")
+        digest = hashlib.sha256(((REQUIREMENTS_DIR / f"{name}.txt").read_text() + repr(PRUNE_ALWAYS)).encode()
+                                ).hexdigest()
         marker = f"{venv}/.mobilenet-device-{name}.sha256"
         requirements = f"{code_dir}/mobilenet/device_requirements/{name}.txt"
-        command = (f'[ "$(cat {q(marker)} 2>/dev/null)" = {digest} ] || '
-                   f"{{ {q(venv + '/bin/python')} -m pip install --quiet --disable-pip-version-check "
-                   f"--no-cache-dir --no-compile -r {q(requirements)} && echo {digest} > {q(marker)}; }}")
+        # --force-reinstall when the list changed: files an earlier prune removed come back.
+        command = (f'[ "$(cat {q(marker)} 2>/dev/null)" = {digest} ] || {{ '
+                   f"{{ test -x {q(installer + '/bin/pip')} || {q(python)} -m venv --clear {q(installer)}; }} && "
+                   f"{q(installer + '/bin/python')} -m pip --python {q(venv + '/bin/python')} install --quiet "
+                   f"--disable-pip-version-check --no-cache-dir --no-compile --force-reinstall -r {q(requirements)} && "
+                   f"cd {site} && {prune_command(name)} && echo {digest} > {q(marker)}; }}")
         started = time.monotonic()
         try:
             _run(cxn, _locked(venv, command))
             log.info("  %s.txt ready in %.0f s", name, time.monotonic() - started)
         except Exception as exc:  # this list's variants are skipped; the others go on
             failed[name] = f"could not install {name}.txt on the device ({_tail(exc)})"
+    _run(cxn, _locked(venv, f"rm -rf {q(installer)}"))
     return failed
 
 
@@ -491,10 +524,8 @@ def run_device(spec: str, settings: Settings, *, threads: str = "1", ssh_config:
         else:
             venv = f"{folder}/venv"
             ensure_venv(cxn, venv, remote_python)
-            for name, reason in install_lists(cxn, venv, code_dir, lists).items():
+            for name, reason in install_lists(cxn, venv, code_dir, lists, remote_python).items():
                 not_run.update({v.id: (SKIPPED, reason) for v in chosen if requirements_list(v) == name})
-            outcome.install_mb = int(_run(cxn, f"du -sk {q(venv)}").split()[0]) / 1024
-            outcome.install_breakdown = _largest_packages(cxn, venv)
 
         stage = "ship"
         runnable = [v for v in chosen if v.id not in not_run]
@@ -518,6 +549,9 @@ def run_device(spec: str, settings: Settings, *, threads: str = "1", ssh_config:
                       f"-m mobilenet.measure {q(f'{run_dir}/plans/measure-{t}t.json')} "
                       f"{q(f'{run_dir}/out/measure-{t}t.json')}")
         load.append(_loadavg(cxn))
+        if not remote_venv:  # after the run: with the bytecode the workers' imports wrote
+            outcome.install_mb = int(_run(cxn, f"du -sk {q(venv)}").split()[0]) / 1024
+            outcome.install_breakdown = _largest_packages(cxn, venv)
 
         stage = "fetch"
         result_dir = staging / "result"

@@ -44,6 +44,30 @@ def test_light_runtimes_install_and_torch_is_skipped_with_its_size():
     assert device.plan_installs(variants, install=set(), own_venv=True) == (set(), {})
 
 
+def test_device_install_prune_keeps_what_the_runners_load(tmp_path):
+    """The prune that brings onnx + litert under 100 MB, run by sh in a site-packages laid
+    out as the aarch64 wheels are: it must leave every file the runners load."""
+    import subprocess
+    kept = ["onnxruntime/capi/onnxruntime_pybind11_state.cpython-311-aarch64-linux-gnu.so",
+            "onnxruntime/capi/libonnxruntime_providers_shared.so", "onnxruntime/__init__.py",
+            "ai_edge_litert/libpywrap_litert_common.so", "ai_edge_litert/_pywrap_litert_interpreter_wrapper.so",
+            "ai_edge_litert/interpreter.py", "numpy/_core/_multiarray_umath.cpython-311-aarch64-linux-gnu.so",
+            "numpy/linalg/_umath_linalg.cpython-311-aarch64-linux-gnu.so", "numpy/__init__.py",
+            "numpy.libs/libscipy_openblas64_-7220728c.so", "numpy-2.4.6.dist-info/RECORD"]
+    removed = ["onnxruntime/capi/libonnxruntime.so.1.32.0", "onnxruntime/transformers/x.py",
+               "ai_edge_litert/libLiteRtWebGpuAccelerator.so", "ai_edge_litert/libLiteRt.so",
+               "numpy/_core/tests/test_multiarray.py", "numpy/lib/tests/test_io.py", "numpy/random/mtrand.so",
+               "numpy/__init__.pyi", "numpy/_core/_multiarray_tests.cpython-311-aarch64-linux-gnu.so",
+               "numpy/f2py/__init__.py"]
+    for name in kept + removed:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    for name in ("onnxruntime", "litert"):
+        subprocess.run(["sh", "-c", device.prune_command(name)], cwd=tmp_path, check=True)
+    assert [n for n in kept if not (tmp_path / n).exists()] == []
+    assert [n for n in removed if (tmp_path / n).exists()] == []
+
+
 def _requirements(name: str) -> list[str]:
     lines = (device.REQUIREMENTS_DIR / f"{name}.txt").read_text().splitlines()
     return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
@@ -150,11 +174,11 @@ def test_remote_bench_device_mode_on_emulated_arm64(chain, tiny_env, arm64_host)
     device_info = json.loads((folder / "device.json").read_text())
     assert device_info["device"]["machine"] == "aarch64" and "qemu" in device_info["device"]["emulator"]
     # numpy + onnxruntime + ai-edge-litert and no torch (torch alone would be over 3 GB): what a
-    # board installs. 186 MB on 2026-11-27; the largest packages are listed, torch would be first.
+    # board installs, without pip and pruned (#12: under 100 MB; 186 MB as PyPI ships it).
     installed = device_info["install_breakdown_mb"]
     assert {"onnxruntime", "ai_edge_litert", "numpy"} <= set(installed), installed
-    assert not {"torch", "torchvision", "executorch"} & set(installed), installed
-    assert 0 < device_info["install_mb"] < 300, device_info["install_mb"]
+    assert not {"torch", "torchvision", "executorch", "pip", "setuptools"} & set(installed), installed
+    assert 0 < device_info["install_mb"] * 1.048576 < 100, device_info["install_mb"]  # MiB -> MB
 
     rows = {r.variant: r for r in load_results(folder / "results")}
     assert set(rows) == {"fp32-eager", "onnx-fp32", "onnx-int8", "litert-fp32", "litert-int8"}

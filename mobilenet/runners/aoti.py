@@ -7,6 +7,8 @@ has already loaded, so torch.set_num_threads governs them as it does torch's own
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,19 @@ class Runner(BaseRunner):
     def load(self, path: Path) -> None:
         self.path = Path(path)
         self.files = [self.path]
-        self.model = torch._inductor.aoti_load_package(str(self.path))
+        # The loader unpacks the package's .so under $TMPDIR and deletes it only in its
+        # destructor, which a worker ending with os._exit never runs: every load would leave
+        # 11 MB in /tmp. Unpacked into a folder of our own, removed once the .so is mapped.
+        with tempfile.TemporaryDirectory(prefix="mobilenet-aoti-") as unpack_dir:
+            previous = os.environ.get("TMPDIR")
+            os.environ["TMPDIR"] = unpack_dir
+            try:
+                self.model = torch._inductor.aoti_load_package(str(self.path))
+            finally:
+                if previous is None:
+                    del os.environ["TMPDIR"]
+                else:
+                    os.environ["TMPDIR"] = previous
 
     def run(self, image: np.ndarray) -> np.ndarray:
         tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
