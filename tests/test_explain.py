@@ -235,6 +235,30 @@ def test_every_selected_variant_gets_a_row_and_unbuilt_ones_say_why(explained):
     assert summary.profile_calls == pipeline.PROFILE_CALLS and set(summary.stage_seconds) >= {"profile", "sqnr"}
 
 
+def test_one_broken_variant_in_a_shared_profile_process_spares_the_others(explained, tmp_path):
+    """The torch variants share one profile process: a variant that fails inside it gets its
+    own "not available" row, and the variant after it is still profiled."""
+    import shutil
+
+    from mobilenet.explain import pipeline
+    from mobilenet.variants import by_id
+    build, settings, _ = explained
+    copy = tmp_path / "build"
+    shutil.copytree(build / "models", copy / "models")
+    shutil.copytree(build / "data", copy / "data")
+    by_id("int8-dynamic").artifact_path(copy / "models").write_bytes(b"not a TorchScript archive")
+    settings = settings.with_options(build_dir=copy)
+    group = [by_id("int8-dynamic"), by_id("fp32-eager")]
+    assert pipeline._process_groups("profile", group) == {"torch": group}
+    outs = [pipeline.profile_path(copy, v.id) for v in group]
+    for out in outs:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    pipeline._run_job("profile", group, settings, outs, "torch")
+    broken, fine = (records.load(out, records.OperatorProfile) for out in outs)
+    assert broken.status == records.NOT_AVAILABLE and broken.reason and not broken.kind_ms
+    assert fine.status == records.OK and fine.kind_ms[kinds.CONV_1X1] > 0
+
+
 def test_a_rerun_with_nothing_changed_redoes_nothing(explained):
     from mobilenet import explain
     _, settings, _ = explained

@@ -1,10 +1,13 @@
 """The explain step: profile every variant, compare every INT8 variant layer by layer, and
 draw the verdicts, into <build>/explain/ (JSON) and <build>/plots/ (PNG).
 
-Each job runs in its own fresh process (worker.py), one after another so profiles never
-share the CPU with each other. A job whose outputs are newer than its inputs (the
-artifact and its meta.json, the photos, the explain code and the runtime's runner) and whose
-settings are unchanged is skipped; `force` redoes everything.
+Jobs run in fresh processes (worker.py). The variants one profiler reads (all torch forms;
+both ExecuTorch programs) are profiled in one process, one after another: the runtime is
+imported once, and the FP32 and INT8 profiles a verdict compares share that process's speed
+(one process can run the same model 1.5x faster than another). Profiles run one process at a
+time, so no profile shares the CPU with another job. A variant whose outputs are newer than
+its inputs (the artifact and its meta.json, the photos, the explain code and the runtime's
+runner) and whose settings are unchanged is skipped; `force` redoes everything.
 """
 from __future__ import annotations
 
@@ -92,13 +95,15 @@ def _unavailable_reason(variant, task: str, settings) -> str | None:
     return f"{variant.artifact} does not exist (run its build step, `invoke {variant.step}`)"
 
 
-def _run_job(task: str, variant, settings, out: Path) -> None:
-    job = {"task": task, "variant": variant.id, "build_dir": str(settings.build_dir), "out": str(out),
-           **_job_settings(task)}
-    log_path = settings.logs_dir / f"explain-{task}-{variant.id}.log"
+def _run_job(task: str, variants: list, settings, outs: list[Path], name: str) -> None:
+    """One worker process for `variants`, one after another; each gets its record in its out."""
+    job = {"task": task, "variants": [v.id for v in variants], "build_dir": str(settings.build_dir),
+           "outs": [str(out) for out in outs], **_job_settings(task)}
+    log_path = settings.logs_dir / f"explain-{task}-{name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **THREAD_ENV, "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning"}
-    out.unlink(missing_ok=True)
+    for out in outs:
+        out.unlink(missing_ok=True)
     with open(log_path, "w") as log_file:
         try:
             code = subprocess.run([sys.executable, "-m", "mobilenet.explain.worker", json.dumps(job)],
@@ -106,9 +111,10 @@ def _run_job(task: str, variant, settings, out: Path) -> None:
                                   cwd=Path(__file__).resolve().parents[2]).returncode
         except subprocess.TimeoutExpired:
             code = f"timeout after {JOB_TIMEOUT_S} s"
-    if not out.exists():  # the process died before it could write its own record
-        records.save(out, failed_record(task, variant, f"the {task} process ended ({code}) without a result; "
-                                                       f"see {log_path}"))
+    for variant, out in zip(variants, outs):
+        if not out.exists():  # the process died before it could write this variant's record
+            records.save(out, failed_record(task, variant, f"the {task} process ended ({code}) without a result; "
+                                                           f"see {log_path}"))
 
 
 def _children_cpu_s() -> float:
@@ -116,33 +122,58 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _process_groups(task: str, variants: list) -> dict[str, list]:
+    """{name: variants that share one worker process}. Profiles: one process per profiler
+    module (torch, executorch, ...); each torch runner sets its own quantized engine when it is
+    made, so the engines follow one another safely. Layer comparisons: one process each."""
+    groups: dict[str, list] = {}
+    for variant in variants:
+        name = PROFILER_MODULES[variant.runtime] if task == "profile" else variant.id
+        groups.setdefault(name, []).append(variant)
+    return groups
+
+
 def _run_task(task: str, variants, settings, force: bool, redone: list, parallel: int = 1) -> None:
-    """Run the task's stale jobs; `parallel` jobs at a time (profiles: always one, so no
+    """Run the task's stale jobs; `parallel` processes at a time (profiles: always one, so no
     profile shares the CPU with another job)."""
     from concurrent.futures import ThreadPoolExecutor
-
-    def one(variant):
-        out = (profile_path if task == "profile" else sqnr_path)(settings.build_dir, variant.id)
+    out_path = profile_path if task == "profile" else sqnr_path
+    stale, unavailable = [], []
+    for variant in variants:
+        out = out_path(settings.build_dir, variant.id)
         stamp = stamp_path(settings.stamps_dir, f"explain-{task}-{variant.id}")
         inputs = [p for p in _inputs(variant, task, settings) if p.exists()]
-        wanted = _job_settings(task)
-        fresh, reason = is_fresh([out], inputs, wanted, stamp)
+        fresh, reason = is_fresh([out], inputs, _job_settings(task), stamp)
         if fresh and not force:
-            return
+            continue
         why_not = _unavailable_reason(variant, task, settings)
-        started, cpu_before = time.perf_counter(), _children_cpu_s()
+        (unavailable if why_not else stale).append((variant, out, stamp, inputs, "forced" if force else reason))
         if why_not:
             records.save(out, failed_record(task, variant, why_not))
-        else:
-            _run_job(task, variant, settings, out)
-        record_stamp(stamp, wanted, inputs)
-        redone.append(f"{task}:{variant.id}")
-        # CPU seconds of finished child processes: exact per job when jobs run one at a time.
-        log.info("explain %s %-20s %5.1f s wall, %5.1f s CPU (%s)", task, variant.id,
-                 time.perf_counter() - started, _children_cpu_s() - cpu_before, "forced" if force else reason)
+
+    def done(entries, seconds: float, cpu_s: float, name: str) -> None:
+        for variant, _, stamp, inputs, _ in entries:
+            record_stamp(stamp, _job_settings(task), inputs)
+            redone.append(f"{task}:{variant.id}")
+        # CPU seconds of finished child processes: exact per process when they run one at a time.
+        reasons = list(dict.fromkeys(entry[4] for entry in entries))
+        log.info("explain %s %-20s %5.1f s wall, %5.1f s CPU (%s%s)", task, name, seconds, cpu_s, reasons[0],
+                 f", +{len(reasons) - 1} more" if len(reasons) > 1 else "")
+
+    if unavailable:
+        done(unavailable, 0.0, 0.0, ", ".join(entry[0].id for entry in unavailable))
+    entries_of = {entry[0].id: entry for entry in stale}
+
+    def one(group):
+        name, members = group
+        entries = [entries_of[v.id] for v in members]
+        started, cpu_before = time.perf_counter(), _children_cpu_s()
+        _run_job(task, members, settings, [entry[1] for entry in entries], name)
+        done(entries, time.perf_counter() - started, _children_cpu_s() - cpu_before,
+             name if len(members) == 1 else f"{name} ({', '.join(v.id for v in members)})")
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        list(pool.map(one, variants))
+        list(pool.map(one, _process_groups(task, [entry[0] for entry in stale]).items()))
 
 
 def _verdicts(variants, settings, cpu_phrase: str, present: list) -> list:

@@ -1,9 +1,10 @@
 """One explain job in its own process: `python -m mobilenet.explain.worker '<job json>'`.
 
-Runtimes keep process-wide state (torch's quantized engine, ExecuTorch's thread pool,
-profiler sessions), so every variant is profiled, and every INT8 variant compared, in a
-fresh process. The job writes one record (records.py) to its `out` path; whatever fails
-inside becomes a "not available" record that says why, never a missing row.
+A job names one or more variants of one runtime family and an `out` path for each. They are
+handled one after another; a runner is made (setting its threads and torch quantized engine),
+profiled or compared, and dropped before the next. Each variant's record (records.py) is
+written to its own path as soon as it is done; whatever fails inside becomes a "not
+available" record that says why, never a missing row.
 """
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ def failed_record(task: str, variant, reason: str):
 
 
 def main(job: dict) -> None:
+    import gc
     import logging
     import traceback
 
@@ -58,14 +60,16 @@ def main(job: dict) -> None:
     from mobilenet.variants import by_id
     quiet_deprecations()
     logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
-    variant = by_id(job["variant"])
     build_dir = Path(job["build_dir"])
-    try:
-        record = (profile_job if job["task"] == "profile" else sqnr_job)(variant, build_dir, job)
-    except Exception as exc:  # a runtime that cannot do this becomes an honest row
-        traceback.print_exc()
-        record = failed_record(job["task"], variant, f"{exc.__class__.__name__}: {exc}".splitlines()[0][:400])
-    records.save(Path(job["out"]), record)
+    for variant_id, out in zip(job["variants"], job["outs"]):
+        variant = by_id(variant_id)
+        try:
+            record = (profile_job if job["task"] == "profile" else sqnr_job)(variant, build_dir, job)
+        except Exception as exc:  # a runtime that cannot do this becomes an honest row
+            traceback.print_exc()
+            record = failed_record(job["task"], variant, f"{exc.__class__.__name__}: {exc}".splitlines()[0][:400])
+        records.save(Path(out), record)
+        gc.collect()  # the variant's runner and model go before the next one loads
 
 
 if __name__ == "__main__":
