@@ -15,6 +15,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from mobilenet.fsutil import atomic_path
 from mobilenet.logs import output_to_log
 from mobilenet.runners import RuntimeUnavailable
 
@@ -112,4 +113,16 @@ def export_int8(ctx, out: Path) -> dict:
         "activation_observer": _observer_name(config.input_activation),
         "calibration_photos": photos,
     }
-    return {**settings, **_lower_and_write(exported, out, ctx.log)}
+    written = _lower_and_write(exported, out, ctx.log)
+    # Kept for `invoke explain`, whose layer-by-layer comparison needs the program before
+    # lowering: without it, explain rebuilds and recalibrates it (25 s). Not an artifact: a
+    # device never gets it, and the variant's size is the .pte's alone.
+    with atomic_path(pt2e_program_path(ctx.variant.artifact_path(ctx.settings.models_dir))) as program:
+        torch.export.save(exported, str(program))
+    return {**settings, **written}
+
+
+def pt2e_program_path(artifact: Path) -> Path:
+    """Where the executorch-int8 builder keeps its PT2E program, beside the .pte
+    (executorch-int8.quantized.pt2)."""
+    return Path(artifact).with_suffix(".quantized.pt2")

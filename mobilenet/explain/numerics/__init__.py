@@ -26,6 +26,7 @@ class Inputs:
 
 
 def saved_program_path(artifact: Path) -> Path:
-    """Where the executorch-int8 builder may keep its PT2E program beside the .pte
-    (executorch-int8.quantized.pt2): with it, nothing is recalibrated to compare layers."""
-    return Path(artifact).with_suffix(".quantized.pt2")
+    """Where the executorch-int8 builder keeps its PT2E program beside the .pte: with it,
+    nothing is recalibrated to compare layers."""
+    from mobilenet.convert_executorch import pt2e_program_path
+    return pt2e_program_path(artifact)
