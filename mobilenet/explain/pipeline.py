@@ -20,9 +20,11 @@ import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import NamedTuple
 
+from mobilenet.convert_executorch import pt2e_program_path
 from mobilenet.explain import charts, cpu, records, sqnr, verdict
-from mobilenet.explain.numerics import NUMERICS_MODULES, saved_program_path
+from mobilenet.explain.numerics import NUMERICS_MODULES
 from mobilenet.explain.profilers import PROFILER_MODULES
 from mobilenet.explain.records import NOT_AVAILABLE, ExplainSummary, OperatorProfile, QuantizationError
 from mobilenet.explain.worker import THREAD_ENV, failed_record
@@ -73,7 +75,7 @@ def _inputs(variant, task: str, settings) -> list[Path]:
     if task == "sqnr":
         files += [v.artifact_path(models) for v in VARIANTS if v.runtime == variant.runtime and v.precision == "fp32"]
         files += [by_id(REFERENCE_ID).artifact_path(models), settings.data_dir / "calib.npy",
-                  saved_program_path(variant.artifact_path(models))]
+                  pt2e_program_path(variant.artifact_path(models))]
     return [*dict.fromkeys(files), *_code_files(variant)]
 
 
@@ -133,47 +135,59 @@ def _process_groups(task: str, variants: list) -> dict[str, list]:
     return groups
 
 
+class _Job(NamedTuple):
+    """One variant's stale record: where it goes, its stamp, what it was made from, and why."""
+    variant: object
+    out: Path
+    stamp: Path
+    inputs: list
+    reason: str
+
+
 def _run_task(task: str, variants, settings, force: bool, redone: list, parallel: int = 1) -> None:
     """Run the task's stale jobs; `parallel` processes at a time (profiles: always one, so no
     profile shares the CPU with another job)."""
     from concurrent.futures import ThreadPoolExecutor
     out_path = profile_path if task == "profile" else sqnr_path
-    stale, unavailable = [], []
+    wanted = _job_settings(task)
+    stale, unavailable = {}, []
     for variant in variants:
         out = out_path(settings.build_dir, variant.id)
         stamp = stamp_path(settings.stamps_dir, f"explain-{task}-{variant.id}")
         inputs = [p for p in _inputs(variant, task, settings) if p.exists()]
-        fresh, reason = is_fresh([out], inputs, _job_settings(task), stamp)
+        fresh, reason = is_fresh([out], inputs, wanted, stamp)
         if fresh and not force:
             continue
+        job = _Job(variant, out, stamp, inputs, "forced" if force else reason)
         why_not = _unavailable_reason(variant, task, settings)
-        (unavailable if why_not else stale).append((variant, out, stamp, inputs, "forced" if force else reason))
         if why_not:
             records.save(out, failed_record(task, variant, why_not))
+            unavailable.append(job)
+        else:
+            stale[variant.id] = job
 
-    def done(entries, seconds: float, cpu_s: float, name: str) -> None:
-        for variant, _, stamp, inputs, _ in entries:
-            record_stamp(stamp, _job_settings(task), inputs)
-            redone.append(f"{task}:{variant.id}")
+    def done(jobs: list[_Job], seconds: float, cpu_s: float, name: str) -> None:
+        for job in jobs:
+            record_stamp(job.stamp, wanted, job.inputs)
+            redone.append(f"{task}:{job.variant.id}")
         # CPU seconds of finished child processes: exact per process when they run one at a time.
-        reasons = list(dict.fromkeys(entry[4] for entry in entries))
+        reasons = list(dict.fromkeys(job.reason for job in jobs))
         log.info("explain %s %-20s %5.1f s wall, %5.1f s CPU (%s%s)", task, name, seconds, cpu_s, reasons[0],
                  f", +{len(reasons) - 1} more" if len(reasons) > 1 else "")
 
     if unavailable:
-        done(unavailable, 0.0, 0.0, ", ".join(entry[0].id for entry in unavailable))
-    entries_of = {entry[0].id: entry for entry in stale}
+        done(unavailable, 0.0, 0.0, ", ".join(job.variant.id for job in unavailable))
 
     def one(group):
         name, members = group
-        entries = [entries_of[v.id] for v in members]
+        jobs = [stale[v.id] for v in members]
         started, cpu_before = time.perf_counter(), _children_cpu_s()
-        _run_job(task, members, settings, [entry[1] for entry in entries], name)
-        done(entries, time.perf_counter() - started, _children_cpu_s() - cpu_before,
+        _run_job(task, members, settings, [job.out for job in jobs], name)
+        done(jobs, time.perf_counter() - started, _children_cpu_s() - cpu_before,
              name if len(members) == 1 else f"{name} ({', '.join(v.id for v in members)})")
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        list(pool.map(one, _process_groups(task, [entry[0] for entry in stale]).items()))
+        list(pool.map(one, _process_groups(task, [job.variant for job in stale.values()]).items()))
 
 
 def _verdicts(variants, settings, cpu_phrase: str, present: list) -> list:

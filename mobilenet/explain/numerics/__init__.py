@@ -23,10 +23,3 @@ class Inputs:
     def calibration(self) -> list[np.ndarray]:
         from mobilenet.npyimages import NpyImages
         return list(NpyImages(self.calibration_npy))
-
-
-def saved_program_path(artifact: Path) -> Path:
-    """Where the executorch-int8 builder keeps its PT2E program beside the .pte: with it,
-    nothing is recalibrated to compare layers."""
-    from mobilenet.convert_executorch import pt2e_program_path
-    return pt2e_program_path(artifact)

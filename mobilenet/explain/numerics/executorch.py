@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mobilenet.convert_executorch import pt2e_program_path
 from mobilenet.explain import sqnr
-from mobilenet.explain.numerics import saved_program_path
 from mobilenet.explain.records import OK, QuantizationError
 from mobilenet.logs import output_to_log
 
@@ -126,7 +126,7 @@ def measure(variant, artifact, inputs) -> QuantizationError:
 
     from mobilenet.explain.numerics.torch_ao import fp32_model
     models_dir, photos = inputs.models_dir, inputs.photos
-    saved = saved_program_path(artifact)
+    saved = pt2e_program_path(artifact)
     example = torch.from_numpy(photos[0])
     with output_to_log(log, "executorch int8 program"):
         model = fp32_model(models_dir)
