@@ -61,6 +61,14 @@ class BuildContext:
     data: Prepared
     _model: object = field(repr=False)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("mobilenet.build"))
+    _shared: dict = field(default_factory=dict, repr=False)  # one step's builders share it
+
+    def shared(self, key: str, make):
+        """make(), once per step: what two builders of a step start from (OpenVINO's converted
+        FP32 model, for its FP32 and INT8 IRs). Each caller must copy it before changing it."""
+        if key not in self._shared:
+            self._shared[key] = make()
+        return self._shared[key]
 
     def fp32_model(self):
         """A fresh copy of the FP32 eval-mode nn.Module; builders may modify it."""
@@ -174,31 +182,44 @@ def judge(variant: Variant, logits: np.ndarray, reference: np.ndarray | None, da
             "max_abs_dlogit": scores.max_abs_dlogit, "tied_top1_rows": scores.tied_top1_rows}
 
 
-def _score(variant: Variant, artifact: Path, settings: Settings, data: Prepared, logits_out: Path) -> np.ndarray:
-    """Logits of every evaluation photo, from the variant's runner in a fresh worker process.
+# Checks scored at once, each in a worker of its own, while the step builds the next variant.
+# The builder and one scoring worker keep two cores busy; export (alone on the critical path)
+# took 47 s with one check at a time.
+SCORING_AT_ONCE = 2
 
-    A fresh process keeps each runtime's global state (quantized engine, ExecuTorch's
-    thread pool) from leaking between variants, and a crash from killing the step. One
-    thread: logits do not depend on it, and a multi-threaded runtime on a busy machine
-    waits for its descheduled threads (seen here: 10x slower checks at 2 threads, load 10).
+
+@dataclass
+class _Built:
+    """A variant whose files are in a scratch folder while a worker scores them."""
+    variant: Variant
+    scratch: Path
+    options: dict
+    started: float
+    worker: object  # worker.WorkerProcess
+
+    @property
+    def logits_path(self) -> Path:
+        return check_logits_path(self.scratch, self.variant)
+
+    def discard(self) -> None:
+        self.worker.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def start_variant(ctx: BuildContext) -> _Built:
+    """Build one variant into a scratch folder and start scoring it; the caller finishes it.
+
+    Logits come from the variant's runner in a fresh worker process: it keeps each runtime's
+    global state (quantized engine, ExecuTorch's thread pool) from leaking between variants,
+    and a crash from killing the step. One thread: logits do not depend on it, and a
+    multi-threaded runtime on a busy machine waits for its descheduled threads (seen here:
+    10x slower checks at 2 threads, load 10).
     """
     from mobilenet.worker import WorkerProcess
-    worker = WorkerProcess(variant, artifact, 1, data.eval.path, logits_out,
-                           warmup=0, log_path=settings.logs_dir / f"check-{variant.id}.log")
-    try:
-        worker.finish()
-    finally:
-        worker.close()
-    return np.load(logits_out)
-
-
-def build_variant(ctx: BuildContext, reference: np.ndarray | None) -> dict:
-    """Build, score and check one variant; move its files into place; return its meta."""
     variant, settings = ctx.variant, ctx.settings
-    models = settings.models_dir
-    models.mkdir(parents=True, exist_ok=True)
+    settings.models_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    scratch = Path(tempfile.mkdtemp(prefix=f".{variant.id}.", dir=models))
+    scratch = Path(tempfile.mkdtemp(prefix=f".{variant.id}.", dir=settings.models_dir))
     try:
         out = scratch / variant.artifact
         with logs.output_to_log(ctx.log, variant.id):
@@ -206,19 +227,33 @@ def build_variant(ctx: BuildContext, reference: np.ndarray | None) -> dict:
         missing = [p.name for p in variant.artifact_files(scratch) if not p.exists()]
         if missing:
             raise BuildError(f"the builder did not write {', '.join(missing)}")
-        logits = _score(variant, out, settings, ctx.data, check_logits_path(scratch, variant))
-        check = judge(variant, logits, reference, ctx.data, settings.random_weights)
-        kept = _kept_files(variant, scratch)
+        worker = WorkerProcess(variant, out, 1, ctx.data.eval.path, check_logits_path(scratch, variant),
+                               warmup=0, log_path=settings.logs_dir / f"check-{variant.id}.log", wait=False)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return _Built(variant, scratch, options, started, worker)
+
+
+def finish_variant(built: _Built, ctx: BuildContext, reference: np.ndarray | None) -> dict:
+    """Wait for the variant's logits, check them, move its files into place; return its meta."""
+    variant, models = built.variant, ctx.settings.models_dir
+    try:
+        built.worker.wait_ready()
+        built.worker.finish()
+        logits = np.load(built.logits_path)
+        check = judge(variant, logits, reference, ctx.data, ctx.settings.random_weights)
+        kept = _kept_files(variant, built.scratch)
         # Into place one by one; the meta written after this is what makes them count.
         for path in kept:
             os.replace(path, models / path.name)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        built.discard()
     files = {p.name: sha256_cached(models / p.name) for p in kept}
     reason = "" if check["status"] != FAILED else f"failed its check against eager FP32: {check['facts']}"
     return {"variant": variant.id, "status": check["status"], "reason": reason, "artifact": variant.artifact,
             "files_sha256": files, "artifact_sha256": files[variant.artifact],
-            "build_s": round(time.perf_counter() - started, 2), "options": {**variant.options, **options},
+            "build_s": round(time.perf_counter() - built.started, 2), "options": {**variant.options, **built.options},
             "engine": variant.engine, "weights": ctx.weights.as_dict(), "check": check}
 
 
@@ -266,33 +301,61 @@ def run_step(step: str, settings: Settings, force: bool = False, data: Prepared 
     if variants[0].id != REFERENCE_ID:  # the reference is fresh: the others are checked against its logits
         reference = np.load(reference_logits_path(settings))
 
-    results = []
-    for variant in variants:
-        ctx = BuildContext(settings, variant, weights, data, model, logging.getLogger(f"mobilenet.{step}"))
-        try:
-            meta = build_variant(ctx, None if variant.id == REFERENCE_ID else reference)
-            if variant.id == REFERENCE_ID:
-                reference = np.load(reference_logits_path(settings))
-            logger.info("  %-20s %-8s %s; check: %s", variant.id, meta["status"], f"{meta['build_s']:.1f} s",
-                        meta["check"]["facts"])
-        except Exception as exc:
-            if variant.id == REFERENCE_ID or disk_error(exc):  # no variant can be kept: stop the step
-                raise
-            if _unavailable(exc):
-                status, reason = SKIPPED, _first_line(exc)
-                logger.warning("  %-20s skipped: %s", variant.id, reason)
-            else:  # anything else is a bug in a builder or runner: loud, with its traceback in the log
-                status, reason = FAILED, f"build error: {_first_line(exc)} (traceback in build/logs/{step}.log)"
-                logger.error("  %-20s FAILED: %s", variant.id, reason)
-            logging.getLogger("mobilenet.build").debug("%s", traceback.format_exc())
-            meta = {"variant": variant.id, "status": status, "reason": reason, "engine": variant.engine,
-                    "weights": weights.as_dict()}
-            for path in _kept_files(variant, settings.models_dir):
-                path.unlink(missing_ok=True)
-        write_json(variant.meta_path(settings.models_dir), meta)
-        record_stamp(_stamp(step, variant, settings), step_settings(step, settings, [variant], data),
-                     step_inputs(step, settings, [variant]))
+    results: list[dict] = []
+    scoring: list[tuple[_Built, BuildContext]] = []  # started, in build order
+
+    def record(ctx: BuildContext, meta: dict) -> None:
+        write_json(ctx.variant.meta_path(settings.models_dir), meta)
+        record_stamp(_stamp(step, ctx.variant, settings), step_settings(step, settings, [ctx.variant], data),
+                     step_inputs(step, settings, [ctx.variant]))
         results.append(meta)
+
+    def failed(ctx: BuildContext, exc: BaseException) -> None:
+        variant = ctx.variant
+        if variant.id == REFERENCE_ID or disk_error(exc):  # no variant can be kept: stop the step
+            raise exc
+        if _unavailable(exc):
+            status, reason = SKIPPED, _first_line(exc)
+            logger.warning("  %-20s skipped: %s", variant.id, reason)
+        else:  # anything else is a bug in a builder or runner: loud, with its traceback in the log
+            status, reason = FAILED, f"build error: {_first_line(exc)} (traceback in build/logs/{step}.log)"
+            logger.error("  %-20s FAILED: %s", variant.id, reason)
+        logging.getLogger("mobilenet.build").debug("%s", "".join(traceback.format_exception(exc)))
+        for path in _kept_files(variant, settings.models_dir):
+            path.unlink(missing_ok=True)
+        record(ctx, {"variant": variant.id, "status": status, "reason": reason, "engine": variant.engine,
+                     "weights": weights.as_dict()})
+
+    def finish_oldest() -> None:
+        nonlocal reference
+        built, ctx = scoring.pop(0)
+        try:
+            meta = finish_variant(built, ctx, None if built.variant.id == REFERENCE_ID else reference)
+        except Exception as exc:
+            failed(ctx, exc)
+            return
+        if built.variant.id == REFERENCE_ID:
+            reference = np.load(reference_logits_path(settings))
+        logger.info("  %-20s %-8s %s; check: %s", built.variant.id, meta["status"], f"{meta['build_s']:.1f} s",
+                    meta["check"]["facts"])
+        record(ctx, meta)
+
+    shared: dict = {}
+    try:
+        for variant in variants:
+            ctx = BuildContext(settings, variant, weights, data, model, logging.getLogger(f"mobilenet.{step}"),
+                               shared)
+            try:
+                scoring.append((start_variant(ctx), ctx))
+            except Exception as exc:
+                failed(ctx, exc)
+            while len(scoring) >= SCORING_AT_ONCE:
+                finish_oldest()
+        while scoring:
+            finish_oldest()
+    finally:  # stopped by an error or Ctrl-C: the workers and scratch folders go too
+        for built, _ in scoring:
+            built.discard()
     order = [v.id for v in for_step(step)]
     return _report_failed(logger, sorted(kept + results, key=lambda meta: order.index(meta["variant"])))
 

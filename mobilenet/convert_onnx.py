@@ -61,10 +61,22 @@ def _export(model, example, path: Path, log: logging.Logger) -> dict:
             "input": INPUT_NAME, "input_shape": list(example.shape)}
 
 
+def _fp32_onnx(ctx) -> tuple[bytes, dict]:
+    """The FP32 model exported once per step (the FP32 artifact, and what INT8 quantizes):
+    the file's bytes and what the export used."""
+    def export():
+        with tempfile.TemporaryDirectory(prefix="onnx-fp32.") as tmp:
+            path = Path(tmp) / "fp32.onnx"
+            used = _export(ctx.fp32_model(), ctx.example(), path, ctx.log)
+            return path.read_bytes(), used
+    return ctx.shared("onnx-fp32", export)
+
+
 def export_fp32(ctx, out: Path) -> dict:
     """FP32 ONNX of the eager model, fixed input [1, 3, 224, 224]."""
     out = Path(out)
-    used = _export(ctx.fp32_model(), ctx.example(), out, ctx.log)
+    exported, used = _fp32_onnx(ctx)
+    out.write_bytes(exported)
     ctx.log.debug("onnx-fp32: exported %s (%d bytes, opset %d)", out.name, out.stat().st_size, used["opset"])
     return used
 
@@ -125,7 +137,8 @@ def quantize_int8(ctx, out: Path) -> dict:
         raise RuntimeError("no calibration photos")
     with tempfile.TemporaryDirectory(prefix="onnx-int8.") as tmp:
         fp32_path = Path(tmp) / "fp32.onnx"
-        exported = _export(ctx.fp32_model(), ctx.example(), fp32_path, ctx.log)
+        fp32_onnx, exported = _fp32_onnx(ctx)
+        fp32_path.write_bytes(fp32_onnx)
         quantize_fp32_onnx(fp32_path, out, photos, INT8_SETTINGS, ctx.log, Path(tmp))
     ctx.log.debug("onnx-int8: quantized %s (%d bytes) with %s", out.name, out.stat().st_size, INT8_SETTINGS)
     return {**INT8_SETTINGS, "calibration_photos": len(photos), "fp32_opset": exported["opset"],

@@ -57,26 +57,20 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:300] if str(exc) else exc.__class__.__name__
 
 
-def _start(variant, artifact: Path, plan: SessionPlan, session: int, wait: bool) -> tuple[WorkerProcess | None, Take]:
-    take = Take(variant.id)
+def _start(variant, artifact: Path, plan: SessionPlan, session: int, hold_load: bool) -> WorkerProcess:
     logits = Path(plan.logits_dir) / f"{variant.id}@{plan.threads}t.logits.npy" if plan.logits_dir else None
     log_path = Path(plan.log_dir) / f"bench-{variant.id}@{plan.threads}t.s{session}.log"
-    try:
-        worker = WorkerProcess(variant, artifact, plan.threads, Path(plan.eval_npy), logits, plan.warmup,
-                               log_path, wait=wait)
-    except WorkerSkipped as exc:
-        take.skipped = _first_line(exc)
-        return None, take
-    except WorkerError as exc:
-        take.error = f"{_first_line(exc)} (log: {log_path})"
-        return None, take
-    take.ready = worker.ready
-    return worker, take
+    return WorkerProcess(variant, artifact, plan.threads, Path(plan.eval_npy), logits, plan.warmup,
+                         log_path, wait=False, hold_load=hold_load)
 
 
-def _collect_ready(worker: WorkerProcess, take: Take) -> bool:
+def _collect(worker: WorkerProcess, take: Take, reply) -> bool:
+    """Wait for one reply of the worker (reply: its bound method); False, with the take's
+    skipped or error set and the worker closed, when it cannot go on."""
     try:
-        take.ready = worker.wait_ready()
+        answer = reply()
+        if answer.get("ok"):
+            take.ready = answer
         return True
     except WorkerSkipped as exc:
         take.skipped = _first_line(exc)
@@ -90,21 +84,20 @@ def run_session(entries: list[tuple[object, Path]], plan: SessionPlan, session: 
                 load_alone: bool = True, meter=None, progress=None) -> dict[str, Take]:
     """Time every (variant, artifact) of `entries` in one session; returns a Take per variant id.
 
-    load_alone: start workers one at a time, so each load is timed on an otherwise idle
-    machine. Later sessions only need the timing, so they load all workers at once.
+    load_alone: every worker imports its runtime at once (nothing is timed then), and then
+    each loads in turn while the others wait, so that load and first-inference times are
+    those of one process on an otherwise idle machine. Later sessions only need the timing,
+    so they load all workers at once.
     meter: an energy meter (energy.RaplMeter) or None. progress: called as
     progress(rounds_done, rounds_expected).
     """
-    workers: dict[str, WorkerProcess] = {}
-    takes: dict[str, Take] = {}
-    for variant, artifact in entries:
-        worker, take = _start(variant, artifact, plan, session, wait=load_alone)
-        takes[variant.id] = take
-        if worker:
-            workers[variant.id] = worker
-    if not load_alone:
-        workers = {vid: w for vid, w in workers.items() if _collect_ready(w, takes[vid])}
+    takes = {variant.id: Take(variant.id) for variant, _ in entries}
+    workers = {variant.id: _start(variant, artifact, plan, session, hold_load=load_alone)
+               for variant, artifact in entries}
+    steps = ("wait_imported", "load") if load_alone else ("wait_ready",)
     try:
+        for step in steps:
+            workers = {vid: w for vid, w in workers.items() if _collect(w, takes[vid], getattr(w, step))}
         _interleave(workers, takes, plan, meter, progress)
         for variant_id, worker in workers.items():
             if takes[variant_id].ran:

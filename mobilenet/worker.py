@@ -32,9 +32,12 @@ class WorkerProcess:
     """Coordinator-side handle of one worker."""
 
     def __init__(self, variant, artifact: Path, threads: int, eval_npy: Path, logits_out: Path | None,
-                 warmup: int, log_path: Path, wait: bool = True):
+                 warmup: int, log_path: Path, wait: bool = True, hold_load: bool = False):
         """Start the worker and send it the variant; with wait=False the caller collects the
-        ready reply later with wait_ready(), so several workers can load at the same time."""
+        ready reply later with wait_ready(), so several workers can load at the same time.
+
+        hold_load: the worker imports its runtime, says so (wait_imported), and loads only when
+        told (load). Imports then run side by side, and each timed load alone."""
         env = dict(os.environ)
         env.update({name: str(threads) for name in THREAD_ENV_VARS})
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -49,13 +52,21 @@ class WorkerProcess:
         self.ready: dict = {}
         self._send(runtime=variant.runtime, options=variant.runner, artifact=str(artifact),
                    threads=threads, eval_npy=str(eval_npy), warmup=warmup,
-                   logits_out=None if logits_out is None else str(logits_out))
-        if wait:
+                   logits_out=None if logits_out is None else str(logits_out), hold_load=hold_load)
+        if wait and not hold_load:
             self.wait_ready()
 
     def wait_ready(self) -> dict:
         self.ready = self._receive()
         return self.ready
+
+    def wait_imported(self) -> dict:
+        return self._receive()
+
+    def load(self) -> dict:
+        """Tell a hold_load worker to load; returns its ready reply."""
+        self._send(cmd="load")
+        return self.wait_ready()
 
     def _send(self, **message) -> None:
         try:
@@ -141,6 +152,10 @@ def serve(inp, out) -> None:
     images = NpyImages(Path(init["eval_npy"]))
     try:
         runner = make_runner(init["runtime"], init["threads"], init.get("options"))
+        if init.get("hold_load"):
+            reply(imported=True)
+            if json.loads(inp.readline() or "{}").get("cmd") != "load":
+                return  # the coordinator went away or changed its mind
         start = time.perf_counter()
         runner.load(Path(init["artifact"]))
         load_ms = (time.perf_counter() - start) * 1000

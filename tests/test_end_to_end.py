@@ -85,3 +85,30 @@ def test_missing_runtime_gives_skipped_row(chain, tiny_env, tmp_path):
     result = json.loads((copy / "results" / "onnx-fp32@1t.json").read_text())
     assert result["status"] == "skipped" and "simulated" in result["status_reason"]
     assert json.loads((copy / "results" / "fp32-eager@1t.json").read_text())["status"] == "ok"
+
+
+def test_a_held_worker_imports_first_and_loads_only_when_told(chain, tmp_path):
+    """The first session's protocol: every worker imports its runtime at once, then each
+    loads in turn (measure.run_session), so a timed load never shares the CPU."""
+    from mobilenet.measure import SessionPlan, run_session
+    from mobilenet.variants import by_id
+    from mobilenet.worker import WorkerProcess
+    build, _ = chain
+    variant = by_id("onnx-fp32")
+    artifact, photos = variant.artifact_path(build / "models"), build / "data" / "eval.npy"
+    held = WorkerProcess(variant, artifact, 1, photos, None, 0, tmp_path / "held.log", hold_load=True)
+    assert held.wait_imported() == {"imported": True} and held.ready == {}
+    ready = held.load()
+    assert ready["ok"] and ready["load_ms"] > 0 and len(held.burst(2)["samples_ms"]) == 2
+    held.finish()
+    never_told = WorkerProcess(variant, artifact, 1, photos, None, 0, tmp_path / "idle.log", hold_load=True)
+    never_told.wait_imported()
+    never_told.close()
+    assert never_told.proc.returncode == 0
+
+    plan = SessionPlan(threads=1, warmup=1, burst=2, min_runs=2, min_seconds=0.01, eval_npy=str(photos),
+                       log_dir=str(tmp_path), reference="fp32-eager")
+    entries = [(by_id(vid), by_id(vid).artifact_path(build / "models")) for vid in ("fp32-eager", "onnx-fp32")]
+    takes = run_session(entries, plan, 0, load_alone=True)
+    for take in takes.values():
+        assert take.ran and take.ready["load_ms"] > 0 and take.samples, take

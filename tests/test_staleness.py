@@ -145,3 +145,23 @@ def test_wrong_outputs_are_failed_at_build_and_the_report_is_still_written(copy)
                if line.startswith("| `fp32-torchscript`"))
     assert "**FAILED**" in row
     assert result(build, "fp32-eager")["status"] == "ok"  # the rest of the run went on
+
+
+def test_a_check_that_crashes_fails_its_variant_and_the_next_variant_is_still_checked(copy):
+    """Checks run while the step builds its next variant: one check's crash must not take the
+    variant built after it down, nor leave its scratch folder behind."""
+    build, repo, env = copy
+    runner = repo / "mobilenet" / "runners" / "torchscript.py"
+    runner.write_text(runner.read_text().replace(
+        "        self.module = torch.jit.load(", "        raise OSError('simulated crash in the runner')\n"
+        "        self.module = torch.jit.load(", 1))
+    env = {**env, "MOBILENET_ONLY": "fp32-torchscript,fp32-mobile"}
+    done = invoke(repo, env, "export")
+    assert done.returncode == 1, done.stderr
+    assert "simulated crash in the runner" in done.stderr and "Traceback" not in done.stderr
+    meta = json.loads((build / "models" / "fp32-torchscript.meta.json").read_text())
+    assert meta["status"] == "FAILED" and "simulated crash" in meta["reason"]
+    assert not (build / "models" / "fp32-torchscript.pt").exists()
+    mobile = json.loads((build / "models" / "fp32-mobile.meta.json").read_text())
+    assert mobile["status"] == "ok" and mobile["check"]["agreement_pct"] == 100.0
+    assert not list((build / "models").glob(".*")), "a scratch folder was left behind"

@@ -135,3 +135,12 @@ def test_task_options_arrive_as_strings_and_are_typed():
     settings = Settings().with_options(min_seconds="4", min_runs="50", random_weights="1", tag="x")
     assert settings.min_seconds == 4.0 and isinstance(settings.min_seconds, float)
     assert settings.min_runs == 50 and settings.random_weights is True and settings.tag == "x"
+
+
+def test_a_steps_builders_share_what_one_of_them_made_once():
+    from mobilenet.build import BuildContext
+    step_shared, made = {}, []
+    contexts = [BuildContext(None, None, None, None, None, _shared=step_shared) for _ in range(2)]
+    values = [ctx.shared("converted", lambda: made.append(1) or ["model"]) for ctx in contexts]
+    assert made == [1] and values[0] is values[1]
+    assert BuildContext(None, None, None, None, None).shared("converted", lambda: "own") == "own"
