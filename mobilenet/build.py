@@ -194,7 +194,7 @@ class _Built:
     variant: Variant
     scratch: Path
     options: dict
-    started: float
+    started: float  # time.time(): compared with the check logits' mtime
     worker: object  # worker.WorkerProcess
 
     @property
@@ -218,7 +218,7 @@ def start_variant(ctx: BuildContext) -> _Built:
     from mobilenet.worker import WorkerProcess
     variant, settings = ctx.variant, ctx.settings
     settings.models_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+    started = time.time()
     scratch = Path(tempfile.mkdtemp(prefix=f".{variant.id}.", dir=settings.models_dir))
     try:
         out = scratch / variant.artifact
@@ -242,6 +242,9 @@ def finish_variant(built: _Built, ctx: BuildContext, reference: np.ndarray | Non
         built.worker.wait_ready()
         built.worker.finish()
         logits = np.load(built.logits_path)
+        # From the start of the build to the end of its check (the worker wrote the logits then),
+        # not to when the step got round to reading them: it was building the next variant.
+        build_s = max(0.0, built.logits_path.stat().st_mtime - built.started)
         check = judge(variant, logits, reference, ctx.data, ctx.settings.random_weights)
         kept = _kept_files(variant, built.scratch)
         # Into place one by one; the meta written after this is what makes them count.
@@ -253,7 +256,7 @@ def finish_variant(built: _Built, ctx: BuildContext, reference: np.ndarray | Non
     reason = "" if check["status"] != FAILED else f"failed its check against eager FP32: {check['facts']}"
     return {"variant": variant.id, "status": check["status"], "reason": reason, "artifact": variant.artifact,
             "files_sha256": files, "artifact_sha256": files[variant.artifact],
-            "build_s": round(time.perf_counter() - built.started, 2), "options": {**variant.options, **built.options},
+            "build_s": round(build_s, 2), "options": {**variant.options, **built.options},
             "engine": variant.engine, "weights": ctx.weights.as_dict(), "check": check}
 
 
