@@ -186,6 +186,23 @@ def test_a_rerun_lands_inside_the_rerun_interval_95_percent_of_the_time():
     assert 0.93 <= held / trials <= 0.97
 
 
+def test_with_exact_95_percent_intervals_at_most_one_of_15_variants_missing_is_the_exception():
+    # Issue #8's consistency target: three runs, and for all variants but at most one, each
+    # run's figure inside the other two runs' 95 % intervals. Each variant faces six checks,
+    # so even exact intervals pass all six only ~81 % of the time, whatever the session count:
+    # with 15 variants, "at most one misses" comes up in about one set of three runs in five.
+    rng = np.random.default_rng(8)
+    variants, passed = 1500, 0
+    for _ in range(variants):
+        runs = [session_interval(np.exp(rng.normal(0, 0.07, size=7))) for _ in range(3)]
+        passed += all(runs[j].low <= runs[i].estimate <= runs[j].high
+                      for i in range(3) for j in range(3) if i != j)
+    p = passed / variants
+    at_most_one_of_15 = p ** 15 + 15 * (1 - p) * p ** 14
+    assert 0.76 <= p <= 0.86
+    assert 0.08 <= at_most_one_of_15 <= 0.35
+
+
 class _SteadyWorker:
     """A worker whose every call takes the same time: enough to drive the rounds."""
 
