@@ -228,7 +228,7 @@ def start_variant(ctx: BuildContext) -> _Built:
         if missing:
             raise BuildError(f"the builder did not write {', '.join(missing)}")
         worker = WorkerProcess(variant, out, 1, ctx.data.eval.path, check_logits_path(scratch, variant),
-                               warmup=0, log_path=settings.logs_dir / f"check-{variant.id}.log", wait=False)
+                               warmup=0, log_path=settings.logs_dir / f"check-{variant.id}.log")
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise

@@ -61,16 +61,15 @@ def _start(variant, artifact: Path, plan: SessionPlan, session: int, hold_load: 
     logits = Path(plan.logits_dir) / f"{variant.id}@{plan.threads}t.logits.npy" if plan.logits_dir else None
     log_path = Path(plan.log_dir) / f"bench-{variant.id}@{plan.threads}t.s{session}.log"
     return WorkerProcess(variant, artifact, plan.threads, Path(plan.eval_npy), logits, plan.warmup,
-                         log_path, wait=False, hold_load=hold_load)
+                         log_path, hold_load=hold_load)
 
 
-def _collect(worker: WorkerProcess, take: Take, reply) -> bool:
-    """Wait for one reply of the worker (reply: its bound method); False, with the take's
-    skipped or error set and the worker closed, when it cannot go on."""
+def _collect(worker: WorkerProcess, take: Take, step) -> bool:
+    """Take the worker through one step of its start (a WorkerProcess method); False, with the
+    take's skipped or error set and the worker closed, when it cannot go on."""
     try:
-        answer = reply()
-        if answer.get("ok"):
-            take.ready = answer
+        step(worker)
+        take.ready = worker.ready
         return True
     except WorkerSkipped as exc:
         take.skipped = _first_line(exc)
@@ -94,10 +93,10 @@ def run_session(entries: list[tuple[object, Path]], plan: SessionPlan, session: 
     takes = {variant.id: Take(variant.id) for variant, _ in entries}
     workers = {variant.id: _start(variant, artifact, plan, session, hold_load=load_alone)
                for variant, artifact in entries}
-    steps = ("wait_imported", "load") if load_alone else ("wait_ready",)
+    steps = (WorkerProcess.wait_imported, WorkerProcess.load) if load_alone else (WorkerProcess.wait_ready,)
     try:
         for step in steps:
-            workers = {vid: w for vid, w in workers.items() if _collect(w, takes[vid], getattr(w, step))}
+            workers = {vid: w for vid, w in workers.items() if _collect(w, takes[vid], step)}
         _interleave(workers, takes, plan, meter, progress)
         for variant_id, worker in workers.items():
             if takes[variant_id].ran:

@@ -32,9 +32,9 @@ class WorkerProcess:
     """Coordinator-side handle of one worker."""
 
     def __init__(self, variant, artifact: Path, threads: int, eval_npy: Path, logits_out: Path | None,
-                 warmup: int, log_path: Path, wait: bool = True, hold_load: bool = False):
-        """Start the worker and send it the variant; with wait=False the caller collects the
-        ready reply later with wait_ready(), so several workers can load at the same time.
+                 warmup: int, log_path: Path, hold_load: bool = False):
+        """Start the worker and send it the variant, without waiting: the caller collects the
+        ready reply with wait_ready(), so several workers can load at the same time.
 
         hold_load: the worker imports its runtime, says so (wait_imported), and loads only when
         told (load). Imports then run side by side, and each timed load alone."""
@@ -53,8 +53,6 @@ class WorkerProcess:
         self._send(runtime=variant.runtime, options=variant.runner, artifact=str(artifact),
                    threads=threads, eval_npy=str(eval_npy), warmup=warmup,
                    logits_out=None if logits_out is None else str(logits_out), hold_load=hold_load)
-        if wait and not hold_load:
-            self.wait_ready()
 
     def wait_ready(self) -> dict:
         self.ready = self._receive()
