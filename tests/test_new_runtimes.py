@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -180,6 +182,29 @@ def test_aoti_threads_are_torchs(aoti_fp32, photos, eager_logits, torch_threads)
     assert runner.threads_effective == 2
     assert logits.argmax() == eager_logits[0].argmax()
     assert runner_module("aoti").Runner.versions()["torch"]
+
+
+def test_aoti_runs_in_a_process_that_never_imports_torch(aoti_fp32, photos, eager_logits):
+    """The runner loads the package's .so and libtorch's libraries over ctypes, as a C++
+    deployment would: a worker pays for libtorch, not for `import torch` (3 s of CPU)."""
+    np.save(photos_path := aoti_fp32[0].with_name("photo.npy"), photos[:1])
+    script = ("import sys, numpy as np\n"
+              "from mobilenet.runners import make_runner\n"
+              "runner = make_runner('aoti', 1)\n"
+              f"runner.load({str(aoti_fp32[0])!r})\n"
+              f"print(int(runner.run(np.load({str(photos_path)!r})).argmax()), 'torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(eager_logits[0].argmax()), "False"]
+
+
+def test_aoti_package_without_a_compiled_library_is_refused_by_name(tmp_path):
+    package = tmp_path / "empty.pt2"
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.writestr("empty/archive_format", "pt2")
+    runner = runner_module("aoti").Runner(threads=1)
+    with pytest.raises(ValueError, match=r"empty\.pt2: expected one compiled \.so"):
+        runner.load(package)
 
 
 def test_aoti_int8_runs_every_convolution_in_int8_and_agrees(aoti_int8, fp32, photos, eager_logits, torch_threads):

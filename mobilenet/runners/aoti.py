@@ -1,23 +1,91 @@
 """AOTInductor packages (.pt2): the torch.export'ed model compiled ahead of time to a shared library.
 
-The package holds the compiled model (a .so with its weights inside). It is loaded with the
-C++ loader that torch._inductor.aoti_load_package wraps (torch._C._aoti.AOTIModelPackageLoader,
-the same object a C++ deployment uses) and called with boxed_run, as the Python wrapper does
-after flattening its arguments. Importing torch._inductor for the wrapper costs about 4 s per
-process, which every bench session paid twice; torchvision is not needed either. The generated kernels are
-OpenMP loops without a fixed thread count, and the .so resolves libgomp to the copy torch
-has already loaded, so torch.set_num_threads governs them as it does torch's own operators.
+The package is a zip holding the compiled model: one .so with its weights inside, which
+exports AOTInductor's C interface (AOTInductorModelContainerCreateWithDevice / ...Run) and
+calls libtorch's C shim (aoti_torch_*) for tensors and the operators it did not generate.
+This runner loads it as a C++ deployment does, through that interface: libtorch's shared
+libraries and the .so, over ctypes, with no `import torch`. Importing torch cost about 3 s
+of CPU per process, which every bench session paid twice (FP32 and INT8); loading libtorch's
+libraries costs about 1 s.
+
+The generated kernels are OpenMP loops without a fixed thread count, and the .so resolves
+libgomp to the copy libtorch has loaded, so at::set_num_threads (which sets OpenMP's count)
+governs them as it does libtorch's own operators.
 """
 from __future__ import annotations
 
-import os
+import ctypes
+import importlib.util
+import json
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch  # an ImportError here is reported by runner_module as RuntimeUnavailable
 
-from mobilenet.runners import BaseRunner
+from mobilenet.runners import BaseRunner, RuntimeUnavailable
+
+# The libraries the .so needs, in dependency order; RTLD_GLOBAL so that its aoti_torch_*
+# symbols resolve against them.
+_TORCH_LIBRARIES = ("libc10.so", "libtorch_cpu.so", "libtorch.so")
+_handle = ctypes.c_void_p
+
+
+def _torch_library_dir() -> Path:
+    spec = importlib.util.find_spec("torch")  # locates the package without importing it
+    if spec is None or not spec.origin:
+        raise RuntimeUnavailable("torch is not installed: AOTInductor packages need libtorch")
+    return Path(spec.origin).parent / "lib"
+
+
+def _load_libtorch() -> ctypes.CDLL:
+    """libtorch_cpu (the C shim and at::*), loaded once per process; a process that has
+    imported torch gets the copy already loaded."""
+    library_dir = _torch_library_dir()
+    loaded = None
+    for name in _TORCH_LIBRARIES:
+        try:
+            library = ctypes.CDLL(str(library_dir / name), mode=ctypes.RTLD_GLOBAL)
+        except OSError as exc:
+            raise RuntimeUnavailable(f"cannot load {name} from {library_dir}: {exc}") from exc
+        if name == "libtorch_cpu.so":
+            loaded = library
+    return loaded
+
+
+class _Shim:
+    """The few libtorch C calls the runner makes, with their C signatures."""
+
+    def __init__(self, libtorch: ctypes.CDLL):
+        int64_p = ctypes.POINTER(ctypes.c_int64)
+        self.create_tensor_from_blob = self._function(
+            libtorch.aoti_torch_create_tensor_from_blob,
+            [ctypes.c_void_p, ctypes.c_int64, int64_p, int64_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_int32,
+             ctypes.c_int32, ctypes.POINTER(_handle)])
+        self.get_data_ptr = self._function(libtorch.aoti_torch_get_data_ptr,
+                                           [_handle, ctypes.POINTER(ctypes.c_void_p)])
+        self.get_numel = self._function(libtorch.aoti_torch_get_numel, [_handle, int64_p])
+        self.get_dtype = self._function(libtorch.aoti_torch_get_dtype, [_handle, ctypes.POINTER(ctypes.c_int32)])
+        self.delete_tensor = self._function(libtorch.aoti_torch_delete_tensor_object, [_handle])
+        self.set_grad_enabled = self._function(libtorch.aoti_torch_grad_mode_set_enabled, [ctypes.c_bool],
+                                               restype=None)
+        self.grad_enabled = self._function(libtorch.aoti_torch_grad_mode_is_enabled, [], restype=ctypes.c_bool)
+        for name in ("aoti_torch_dtype_float32", "aoti_torch_device_type_cpu"):
+            getattr(libtorch, name).restype = ctypes.c_int32
+        self.float32 = libtorch.aoti_torch_dtype_float32()
+        self.cpu = libtorch.aoti_torch_device_type_cpu()
+        # at::set_num_threads / at::get_num_threads (C++ names; plain int arguments and result).
+        self.set_num_threads = self._function(libtorch._ZN2at15set_num_threadsEi, [ctypes.c_int], restype=None)
+        self.get_num_threads = self._function(libtorch._ZN2at15get_num_threadsEv, [], restype=ctypes.c_int)
+
+    @staticmethod
+    def _function(function, argtypes, restype=ctypes.c_int32):
+        function.argtypes, function.restype = argtypes, restype
+        return function
+
+    def check(self, code: int, what: str) -> None:
+        if code != 0:
+            raise RuntimeError(f"{what} failed (AOTI error {code}; libtorch's message is in the log)")
 
 
 class Runner(BaseRunner):
@@ -25,31 +93,61 @@ class Runner(BaseRunner):
 
     def __init__(self, threads: int):
         super().__init__(threads)
-        torch.set_num_threads(int(threads))
-        self.threads_effective = torch.get_num_threads()
-        self.path: Path | None = None
-        self.loader = None
+        self.shim = _Shim(_load_libtorch())
+        self.shim.set_num_threads(int(threads))
+        self.threads_effective = self.shim.get_num_threads()
+        self.model: ctypes.CDLL | None = None
+        self.container = _handle()
 
     def load(self, path: Path) -> None:
         self.path = Path(path)
         self.files = [self.path]
-        # The loader unpacks the package's .so under $TMPDIR and deletes it only in its
-        # destructor, which a worker ending with os._exit never runs: every load would leave
-        # 11 MB in /tmp. Unpacked into a folder of our own, removed once the .so is mapped.
-        with tempfile.TemporaryDirectory(prefix="mobilenet-aoti-") as unpack_dir:
-            previous = os.environ.get("TMPDIR")
-            os.environ["TMPDIR"] = unpack_dir
-            try:
-                self.loader = torch._C._aoti.AOTIModelPackageLoader(str(self.path), "model", False, 1, -1)
-            finally:
-                if previous is None:
-                    del os.environ["TMPDIR"]
-                else:
-                    os.environ["TMPDIR"] = previous
+        with zipfile.ZipFile(self.path) as package, \
+                tempfile.TemporaryDirectory(prefix="mobilenet-aoti-") as unpack_dir:
+            libraries = [name for name in package.namelist() if name.endswith(".so")]
+            if len(libraries) != 1:
+                raise ValueError(f"{self.path}: expected one compiled .so in the package, found {libraries}")
+            metadata = [name for name in package.namelist() if name.endswith("wrapper_metadata.json")]
+            device = json.loads(package.read(metadata[0])).get("AOTI_DEVICE_KEY", "cpu") if metadata else "cpu"
+            if device != "cpu":
+                raise RuntimeUnavailable(f"{self.path.name} was compiled for {device}, not the CPU")
+            # Mapped once loaded: the unpacked file can go (a worker ends with os._exit, which
+            # would skip any cleanup left for later).
+            self.model = ctypes.CDLL(package.extract(libraries[0], unpack_dir), mode=ctypes.RTLD_LOCAL)
+        create = self.shim._function(self.model.AOTInductorModelContainerCreateWithDevice,
+                                     [ctypes.POINTER(_handle), ctypes.c_size_t, ctypes.c_char_p, ctypes.c_char_p])
+        self.shim.check(create(ctypes.byref(self.container), 1, b"cpu", None), f"loading {self.path.name}")
+        self._run = self.shim._function(self.model.AOTInductorModelContainerRun,
+                                        [_handle, ctypes.POINTER(_handle), ctypes.c_size_t, ctypes.POINTER(_handle),
+                                         ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p])
 
     def run(self, image: np.ndarray) -> np.ndarray:
-        tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-        with torch.inference_mode():
-            # Each call returns a newly allocated output, so the array stays valid.
-            (logits,) = self.loader.boxed_run([tensor])
-            return logits.numpy()
+        data = np.ascontiguousarray(image, dtype=np.float32)
+        sizes = (ctypes.c_int64 * data.ndim)(*data.shape)
+        strides = (ctypes.c_int64 * data.ndim)(*(s // data.itemsize for s in data.strides))
+        inputs, outputs = (_handle * 1)(), (_handle * 1)()
+        shim = self.shim
+        shim.check(shim.create_tensor_from_blob(data.ctypes.data, data.ndim, sizes, strides, 0, shim.float32,
+                                                shim.cpu, 0, inputs), "wrapping the input")
+        # Gradients off, as torch.inference_mode had them for the Python loader, and back as they
+        # were: a process that also runs torch (explain's profiler, the tests) keeps its mode.
+        grad_was_enabled = shim.grad_enabled()
+        shim.set_grad_enabled(False)
+        try:
+            # The container takes ownership of the input handle; the output handle becomes ours.
+            code = self._run(self.container, inputs, 1, outputs, 1, None, None)
+        finally:
+            shim.set_grad_enabled(grad_was_enabled)
+        shim.check(code, f"running {self.path.name}")
+        try:
+            numel, dtype, pointer = ctypes.c_int64(), ctypes.c_int32(), ctypes.c_void_p()
+            shim.check(shim.get_numel(outputs[0], ctypes.byref(numel)), "reading the output size")
+            shim.check(shim.get_dtype(outputs[0], ctypes.byref(dtype)), "reading the output type")
+            if dtype.value != shim.float32:
+                raise RuntimeError(f"{self.path.name} returned dtype code {dtype.value}, not float32")
+            shim.check(shim.get_data_ptr(outputs[0], ctypes.byref(pointer)), "reading the output")
+            logits = np.empty((1, numel.value), dtype=np.float32)
+            ctypes.memmove(logits.ctypes.data, pointer.value, logits.nbytes)
+            return logits
+        finally:
+            shim.delete_tensor(outputs[0])
