@@ -15,6 +15,7 @@ governs them as it does libtorch's own operators.
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib.util
 import json
 import tempfile
@@ -38,9 +39,14 @@ def _torch_library_dir() -> Path:
     return Path(spec.origin).parent / "lib"
 
 
+def _declare(function, argtypes, restype=ctypes.c_int32):
+    function.argtypes, function.restype = argtypes, restype
+    return function
+
+
 def _load_libtorch() -> ctypes.CDLL:
-    """libtorch_cpu (the C shim and at::*), loaded once per process; a process that has
-    imported torch gets the copy already loaded."""
+    """libtorch_cpu (the C shim and at::*); a process that has imported torch gets the copy
+    already loaded."""
     library_dir = _torch_library_dir()
     loaded = None
     for name in _TORCH_LIBRARIES:
@@ -53,35 +59,37 @@ def _load_libtorch() -> ctypes.CDLL:
     return loaded
 
 
+@functools.cache
+def _shim() -> "_Shim":
+    """libtorch loaded and its calls declared once per process, however many runners it makes
+    (explain profiles several AOTInductor packages in one process)."""
+    return _Shim(_load_libtorch())
+
+
 class _Shim:
     """The few libtorch C calls the runner makes, with their C signatures."""
 
     def __init__(self, libtorch: ctypes.CDLL):
         int64_p = ctypes.POINTER(ctypes.c_int64)
-        self.create_tensor_from_blob = self._function(
+        self.create_tensor_from_blob = _declare(
             libtorch.aoti_torch_create_tensor_from_blob,
             [ctypes.c_void_p, ctypes.c_int64, int64_p, int64_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_int32,
              ctypes.c_int32, ctypes.POINTER(_handle)])
-        self.get_data_ptr = self._function(libtorch.aoti_torch_get_data_ptr,
+        self.get_data_ptr = _declare(libtorch.aoti_torch_get_data_ptr,
                                            [_handle, ctypes.POINTER(ctypes.c_void_p)])
-        self.get_numel = self._function(libtorch.aoti_torch_get_numel, [_handle, int64_p])
-        self.get_dtype = self._function(libtorch.aoti_torch_get_dtype, [_handle, ctypes.POINTER(ctypes.c_int32)])
-        self.delete_tensor = self._function(libtorch.aoti_torch_delete_tensor_object, [_handle])
-        self.set_grad_enabled = self._function(libtorch.aoti_torch_grad_mode_set_enabled, [ctypes.c_bool],
+        self.get_numel = _declare(libtorch.aoti_torch_get_numel, [_handle, int64_p])
+        self.get_dtype = _declare(libtorch.aoti_torch_get_dtype, [_handle, ctypes.POINTER(ctypes.c_int32)])
+        self.delete_tensor = _declare(libtorch.aoti_torch_delete_tensor_object, [_handle])
+        self.set_grad_enabled = _declare(libtorch.aoti_torch_grad_mode_set_enabled, [ctypes.c_bool],
                                                restype=None)
-        self.grad_enabled = self._function(libtorch.aoti_torch_grad_mode_is_enabled, [], restype=ctypes.c_bool)
+        self.grad_enabled = _declare(libtorch.aoti_torch_grad_mode_is_enabled, [], restype=ctypes.c_bool)
         for name in ("aoti_torch_dtype_float32", "aoti_torch_device_type_cpu"):
             getattr(libtorch, name).restype = ctypes.c_int32
         self.float32 = libtorch.aoti_torch_dtype_float32()
         self.cpu = libtorch.aoti_torch_device_type_cpu()
         # at::set_num_threads / at::get_num_threads (C++ names; plain int arguments and result).
-        self.set_num_threads = self._function(libtorch._ZN2at15set_num_threadsEi, [ctypes.c_int], restype=None)
-        self.get_num_threads = self._function(libtorch._ZN2at15get_num_threadsEv, [], restype=ctypes.c_int)
-
-    @staticmethod
-    def _function(function, argtypes, restype=ctypes.c_int32):
-        function.argtypes, function.restype = argtypes, restype
-        return function
+        self.set_num_threads = _declare(libtorch._ZN2at15set_num_threadsEi, [ctypes.c_int], restype=None)
+        self.get_num_threads = _declare(libtorch._ZN2at15get_num_threadsEv, [], restype=ctypes.c_int)
 
     def check(self, code: int, what: str) -> None:
         if code != 0:
@@ -93,7 +101,7 @@ class Runner(BaseRunner):
 
     def __init__(self, threads: int):
         super().__init__(threads)
-        self.shim = _Shim(_load_libtorch())
+        self.shim = _shim()
         self.shim.set_num_threads(int(threads))
         self.threads_effective = self.shim.get_num_threads()
         self.model: ctypes.CDLL | None = None
@@ -114,10 +122,10 @@ class Runner(BaseRunner):
             # Mapped once loaded: the unpacked file can go (a worker ends with os._exit, which
             # would skip any cleanup left for later).
             self.model = ctypes.CDLL(package.extract(libraries[0], unpack_dir), mode=ctypes.RTLD_LOCAL)
-        create = self.shim._function(self.model.AOTInductorModelContainerCreateWithDevice,
+        create = _declare(self.model.AOTInductorModelContainerCreateWithDevice,
                                      [ctypes.POINTER(_handle), ctypes.c_size_t, ctypes.c_char_p, ctypes.c_char_p])
         self.shim.check(create(ctypes.byref(self.container), 1, b"cpu", None), f"loading {self.path.name}")
-        self._run = self.shim._function(self.model.AOTInductorModelContainerRun,
+        self._run = _declare(self.model.AOTInductorModelContainerRun,
                                         [_handle, ctypes.POINTER(_handle), ctypes.c_size_t, ctypes.POINTER(_handle),
                                          ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p])
 
