@@ -6,7 +6,9 @@ FP32 graph. INT8 is PT2E post-training quantization with X86InductorQuantizer, c
 on the real calibration photos; Inductor's freezing passes then fuse each
 dequantize -> conv -> quantize pattern into a oneDNN int8 convolution with prepacked weights.
 
-Compiling takes ~45 s of CPU per package (gcc on the generated C++), once, at build time.
+Compiling costs 45-70 s of CPU per package, once, at build time: about 20 s of it is g++ on the
+package's C++ (AOTInductor's runtime is compiled into every package), and the first package on
+a machine also pays ~30 s for Inductor's vector-ISA probe and precompiled headers, kept in /tmp.
 torchao is imported inside the INT8 builder: the FP32 path has no use for it.
 """
 from __future__ import annotations
