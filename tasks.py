@@ -2,7 +2,7 @@
 
 Chain-wide settings come from MOBILENET_* environment variables (see README); options
 given to a task apply to that task. Every step skips work whose outputs are up to date.
-The build steps are made from the registry (mobilenet.variants.STEPS): adding a runtime
+The build steps are made from the registry (mobilenet.registry.STEPS): adding a runtime
 adds a step there, not a task here.
 """
 import atexit
@@ -11,8 +11,8 @@ import sys
 
 from invoke import task
 
+from mobilenet.registry import STEP_BY_NAME, STEPS
 from mobilenet.settings import SettingError, Settings, task_help
-from mobilenet.variants import STEP_BY_NAME, STEPS
 
 _failures: list[str] = []
 FORCE_HELP = {"force": "redo even if up to date"}
@@ -47,11 +47,11 @@ def _exit_failed() -> None:
 
 
 def _build(steps: list[str], force: bool, settings: Settings | None = None) -> None:
-    """Run these build steps (mobilenet/schedule.py: export first, then the others two at a time)."""
-    from mobilenet.build import BuildError
-    from mobilenet.fsutil import BuildFolderBusy, io_errors
-    from mobilenet.model import WeightsError
-    from mobilenet.schedule import StepError, build_steps
+    """Run these build steps (mobilenet/build/schedule.py: export first, then the others two at a time)."""
+    from mobilenet.build.model import WeightsError
+    from mobilenet.build.schedule import StepError, build_steps
+    from mobilenet.build.step import BuildError
+    from mobilenet.files import BuildFolderBusy, io_errors
     settings = settings or _settings()
     try:
         with io_errors():
@@ -67,8 +67,9 @@ _done: set[str] = set()  # steps already run by this invocation: each runs once
 
 
 def _download(settings: Settings) -> None:
-    from mobilenet import images, logs
-    from mobilenet.fsutil import BuildFolderBusy, hold_build_lock, io_errors
+    from mobilenet import logs
+    from mobilenet.data import images
+    from mobilenet.files import BuildFolderBusy, hold_build_lock, io_errors
     try:
         with io_errors():
             hold_build_lock(settings.build_dir)
@@ -83,7 +84,7 @@ def _needs(*names: str) -> None:
     """Run what these steps read from (Make-style: each skips itself when up to date), with the
     chain's settings from the environment. Called after the task has validated its own
     options, so a bad value stops before any work."""
-    from mobilenet.schedule import with_needs
+    from mobilenet.build.schedule import with_needs
     steps = [name for name in with_needs(n for n in names if n != "download-images") if name not in _done]
     if (steps or "download-images" in names) and "download-images" not in _done:
         _done.add("download-images")
@@ -139,8 +140,8 @@ def bench(c, threads=None, only=None, sessions=None, min_runs=None, min_seconds=
           force=False):
     """Build what is missing, then measure every variant in several fresh processes, interleaved;
     exit 1 if any is FAILED."""
-    from mobilenet import bench as bench_module
-    from mobilenet.fsutil import BuildFolderBusy, io_errors
+    from mobilenet.bench import step as bench_module
+    from mobilenet.files import BuildFolderBusy, io_errors
     settings = _settings(threads=threads, only=only, sessions=sessions, min_runs=min_runs,
                          min_seconds=min_seconds, warmup=warmup, tag=tag)
     _needs(*STEP_BY_NAME)
@@ -159,7 +160,7 @@ def explain(c, force=False):
     """Where each variant's time goes (each runtime's own profiler), which layers lose accuracy in
     INT8 (per-layer SQNR), and a verdict per runtime; after bench, outside the timed runs."""
     from mobilenet import explain as explain_module
-    from mobilenet.fsutil import BuildFolderBusy, io_errors
+    from mobilenet.files import BuildFolderBusy, io_errors
     settings = _settings()
     bench(c)
     try:
@@ -177,9 +178,9 @@ def report(c, results=None):
     --results folders; results spanning several machines get a cross-machine table. Exits 1
     after writing the report when a row is FAILED.
     """
-    from mobilenet import report as report_module
-    from mobilenet.fsutil import io_errors
     from mobilenet.explain import render_section
+    from mobilenet.files import io_errors
+    from mobilenet.report import markdown as report_module
     settings = _settings()
     explain(c)
     try:
@@ -198,7 +199,7 @@ def report(c, results=None):
             "threshold": "percent slower that counts as a regression when the intervals do not overlap (default 10)"})
 def compare(c, old, new, threshold=10.0):
     """p50 per variant, OLD vs NEW; exit 1 if any got slower (intervals apart, beyond --threshold %) or FAILED."""
-    from mobilenet import compare as compare_module
+    from mobilenet.bench import compare as compare_module
     try:
         comparison = compare_module.compare_folders(old, new, float(threshold))
     except ValueError as exc:
@@ -230,7 +231,7 @@ def clean(c):
             "mirror": "base URL the photos are downloaded from (chain mode: by the hosts) (env MOBILENET_MIRROR)",
             "photos": "device mode: evaluation photos shipped and scored (default: all of this machine's)",
             "device_install": "device mode: also install these heavy runtime lists on the hosts, e.g. torch "
-                              "(mobilenet/device_requirements/)",
+                              "(mobilenet/measure/requirements/)",
             "tag": "machine id in results (default: the host alias; {host} fills it in)",
             "remote_dir": "folder on the hosts (default ~/mobilenet-device/{host}, chain mode ~/mobilenet-bench/{host})",
             "remote_venv": "existing virtual environment on the hosts, used as it is",
@@ -262,7 +263,7 @@ def remote_bench(c, hosts, mode="device", threads=None, only=None, weights=None,
         return
     if photos or device_install:
         _fail("--photos and --device-install are device-mode options (--mode device)")
-    from mobilenet import remote
+    from mobilenet.remote import chain as remote
     try:
         plan = remote.make_plan(hosts, chain, tag=tag, remote_dir=remote_dir, remote_venv=remote_venv,
                                 remote_python=remote_python, identity=identity, ssh_config=ssh_config,
@@ -277,8 +278,8 @@ def remote_bench(c, hosts, mode="device", threads=None, only=None, weights=None,
 
 def _device_bench(hosts, chain: dict, *, photos, device_install, tag, **connection) -> None:
     """remote-bench --mode device: build here (the chain's options apply to this machine), then the hosts."""
-    from mobilenet import device
-    from mobilenet.fsutil import io_errors
+    from mobilenet.files import io_errors
+    from mobilenet.remote import device
     from mobilenet.settings import host_env
     threads = str(chain["threads"] or os.environ.get("MOBILENET_THREADS") or "1")
     try:

@@ -16,7 +16,7 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
-from mobilenet.fsutil import write_json
+from mobilenet.files import write_json
 
 SCHEMA = 2
 OK, DEGRADED, FAILED, SKIPPED = "ok", "DEGRADED", "FAILED", "skipped"

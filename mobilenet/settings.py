@@ -82,7 +82,7 @@ def _text(text) -> str:
 
 
 def _variant_globs(text) -> str:
-    from mobilenet.variants import select
+    from mobilenet.registry import select
     select(str(text))  # raises, naming the known variants, when nothing matches
     return str(text)
 

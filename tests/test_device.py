@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, requires_shared, run_invoke
-from mobilenet import device
-from mobilenet.remote import HostKeyError
+
+from mobilenet.registry import by_id
+from mobilenet.remote import device
+from mobilenet.remote.chain import HostKeyError
 from mobilenet.results import load_results
-from mobilenet.variants import by_id
 
 ARM64_HOST = REPO / ".ci" / "arm64-host"
 HOST_DIR = Path(os.environ.get("ARM64_HOST_DIR", "/var/cache/mobilenet-arm64"))
@@ -113,7 +113,7 @@ def test_device_code_is_what_the_worker_imports(tmp_path):
     for name in device.device_code_files():
         (shipped / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / name, shipped / name)
-    probe = ("import sys, mobilenet.measure, mobilenet.worker, mobilenet.runners;"
+    probe = ("import sys, mobilenet.measure.session, mobilenet.measure.worker, mobilenet.measure.runners;"
              "heavy = {'torch', 'fabric', 'invoke', 'mobilenet.settings'} & set(sys.modules);"
              "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", probe], cwd=shipped, check=True, env={"PATH": os.environ["PATH"]})

@@ -8,7 +8,8 @@ import json
 import shutil
 
 from conftest import requires_shared, run_invoke
-from mobilenet.variants import VARIANTS
+
+from mobilenet.registry import VARIANTS
 
 pytestmark = requires_shared
 
@@ -90,9 +91,9 @@ def test_missing_runtime_gives_skipped_row(chain, tiny_env, tmp_path):
 def test_a_held_worker_imports_first_and_loads_only_when_told(chain, tmp_path):
     """The first session's protocol: every worker imports its runtime at once, then each
     loads in turn (measure.run_session), so a timed load never shares the CPU."""
-    from mobilenet.measure import SessionPlan, run_session
-    from mobilenet.variants import by_id
-    from mobilenet.worker import WorkerProcess
+    from mobilenet.measure.session import SessionPlan, run_session
+    from mobilenet.measure.worker import WorkerProcess
+    from mobilenet.registry import by_id
     build, _ = chain
     variant = by_id("onnx-fp32")
     artifact, photos = variant.artifact_path(build / "models"), build / "data" / "eval.npy"

@@ -78,6 +78,7 @@ def test_mobilenet_v2_conv_list_matches_torchvision():
 def test_kinds_on_a_real_torch_profile():
     import torch
     import torchvision
+
     from mobilenet.explain.profilers import torch as torch_profiler
 
     class EagerRunner:  # the bench runner's run(): numpy in, numpy out, inference mode
@@ -179,9 +180,9 @@ def _tiny_build(root: Path) -> Path:
     import torch
     import torchvision
 
-    from mobilenet.fsutil import write_json
+    from mobilenet.files import write_json
     from mobilenet.logs import quiet_deprecations
-    from mobilenet.variants import by_id
+    from mobilenet.registry import by_id
     quiet_deprecations()
     models, data = root / "models", root / "data"
     models.mkdir(parents=True)
@@ -241,7 +242,7 @@ def test_one_broken_variant_in_a_shared_profile_process_spares_the_others(explai
     import shutil
 
     from mobilenet.explain import pipeline
-    from mobilenet.variants import by_id
+    from mobilenet.registry import by_id
     build, settings, _ = explained
     copy = tmp_path / "build"
     shutil.copytree(build / "models", copy / "models")

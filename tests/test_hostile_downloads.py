@@ -19,10 +19,10 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, SAMPLE_IMAGES, requires_shared
-from mobilenet import images
-from mobilenet.fsutil import sha256_file
+
+from mobilenet.data import images
+from mobilenet.files import sha256_file
 
 pytestmark = requires_shared
 FAST = dict(timeout=(1.0, 0.5), retries=2, backoff_s=0.01, progress=False)
@@ -179,7 +179,7 @@ def test_a_manifest_url_that_is_not_http_is_refused_with_its_line(tmp_path, url)
 
 def _killed_mid_write(target: Path) -> None:
     """A process killed while writing `target` through atomic_path: its cleanup never runs."""
-    script = ("import os, sys; from pathlib import Path; from mobilenet.fsutil import atomic_path\n"
+    script = ("import os, sys; from pathlib import Path; from mobilenet.files import atomic_path\n"
               "writing = atomic_path(Path(sys.argv[1])); writing.__enter__().write_bytes(b'half a photo')\n"
               "os.kill(os.getpid(), 9)")
     killed = subprocess.run([sys.executable, "-c", script, str(target)], cwd=REPO)

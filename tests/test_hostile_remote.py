@@ -21,7 +21,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from mobilenet import remote
+from mobilenet.remote import chain as remote
 
 PROJECT = "/home/pi/mobilenet-bench/pi"
 GOOD = b'{"variant": "fp32-eager"}'

@@ -7,10 +7,10 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, SAMPLE_IMAGES, requires_shared
-from mobilenet import images
-from mobilenet.fsutil import sha256_file
+
+from mobilenet.data import images
+from mobilenet.files import sha256_file
 
 pytestmark = requires_shared
 FAST = dict(timeout=(1.0, 0.5), retries=2, backoff_s=0.01, progress=False)

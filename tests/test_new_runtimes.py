@@ -15,17 +15,17 @@ import zipfile
 
 import numpy as np
 import pytest
-
 from conftest import REPO, SAMPLE_IMAGES, WEIGHTS, requires_shared
-from mobilenet.build import BuildContext
-from mobilenet.dataset import Prepared
-from mobilenet.images import read_manifest
-from mobilenet.model import load_fp32
-from mobilenet.npyimages import NpyImages
-from mobilenet.preprocess import load_image
-from mobilenet.runners import runner_module
-from mobilenet.settings import Settings
 from test_runtimes import agreement, assert_fp32_parity, run_photos
+
+from mobilenet.build.model import load_fp32
+from mobilenet.build.step import BuildContext
+from mobilenet.data.images import read_manifest
+from mobilenet.data.preprocess import load_image
+from mobilenet.data.store import Prepared
+from mobilenet.measure.npyimages import NpyImages
+from mobilenet.measure.runners import runner_module
+from mobilenet.settings import Settings
 
 pytestmark = requires_shared
 PHOTOS = 8
@@ -87,7 +87,7 @@ def fp32_weight_bytes(model) -> int:
 @pytest.fixture(scope="module")
 def openvino_fp32(ctx, tmp_path_factory):
     pytest.importorskip("openvino")
-    from mobilenet.convert_openvino import convert_fp32
+    from mobilenet.builders.openvino import convert_fp32
     out = tmp_path_factory.mktemp("openvino-fp32") / "openvino-fp32.xml"
     return out, convert_fp32(ctx, out)
 
@@ -96,7 +96,7 @@ def openvino_fp32(ctx, tmp_path_factory):
 def openvino_int8(ctx, tmp_path_factory):
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
-    from mobilenet.convert_openvino import quantize_int8
+    from mobilenet.builders.openvino import quantize_int8
     out = tmp_path_factory.mktemp("openvino-int8") / "openvino-int8.xml"
     return out, quantize_int8(ctx, out)
 
@@ -144,7 +144,7 @@ def test_openvino_ir_without_its_bin_is_refused_by_name(openvino_fp32, tmp_path)
 
 @pytest.fixture(scope="module")
 def aoti_fp32(ctx, tmp_path_factory):
-    from mobilenet.convert_aoti import compile_fp32
+    from mobilenet.builders.aoti import compile_fp32
     out = tmp_path_factory.mktemp("aoti-fp32") / "aoti-fp32.pt2"
     return out, compile_fp32(ctx, out)
 
@@ -152,7 +152,7 @@ def aoti_fp32(ctx, tmp_path_factory):
 @pytest.fixture(scope="module")
 def aoti_int8(ctx, tmp_path_factory):
     pytest.importorskip("torchao")
-    from mobilenet.convert_aoti import compile_int8
+    from mobilenet.builders.aoti import compile_int8
     out = tmp_path_factory.mktemp("aoti-int8") / "aoti-int8.pt2"
     return out, compile_int8(ctx, out)
 
@@ -189,7 +189,7 @@ def test_aoti_runs_in_a_process_that_never_imports_torch(aoti_fp32, photos, eage
     deployment would: a worker pays for libtorch, not for `import torch` (3 s of CPU)."""
     np.save(photos_path := aoti_fp32[0].with_name("photo.npy"), photos[:1])
     script = ("import sys, numpy as np\n"
-              "from mobilenet.runners import make_runner\n"
+              "from mobilenet.measure.runners import make_runner\n"
               "runner = make_runner('aoti', 1)\n"
               f"runner.load({str(aoti_fp32[0])!r})\n"
               f"print(int(runner.run(np.load({str(photos_path)!r})).argmax()), 'torch' in sys.modules)\n")
@@ -220,6 +220,6 @@ def test_aoti_int8_runs_every_convolution_in_int8_and_agrees(aoti_int8, fp32, ph
 
 @pytest.mark.parametrize("runtime", ["openvino", "aoti"])
 def test_runners_refuse_options_they_do_not_have(runtime):
-    module = pytest.importorskip(f"mobilenet.runners.{runtime}")
+    module = pytest.importorskip(f"mobilenet.measure.runners.{runtime}")
     with pytest.raises(TypeError, match="engine"):
         module.Runner(threads=1, engine="x86")

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, WEIGHTS, requires_shared
-from mobilenet import remote
+
+from mobilenet.remote import chain as remote
 
 SSHD = Path("/usr/sbin/sshd")
 requires_sshd = pytest.mark.skipif(
@@ -143,7 +143,7 @@ def test_remote_bench_two_hosts_and_a_dead_one(sshd, image_server, tmp_path):
         assert len(list((copy / "calib_images" / "eval").iterdir())) == 8
     assert not list((build / "tmp").glob("remote-*")), "staging folders are cleaned up"
 
-    from mobilenet import report
+    from mobilenet.report import markdown as report
     report.write(report.result_folders(build), build / "report.md")
     text = (build / "report.md").read_text()
     print(text)
@@ -212,7 +212,7 @@ def test_source_archive_is_the_git_files_only(tmp_path):
     archive = remote.write_source_archive(REPO, tmp_path / "src.tar.gz")
     with tarfile.open(archive) as tar:
         names = tar.getnames()
-    assert {"tasks.py", "requirements.txt", "calib_images/manifest.csv", "mobilenet/remote.py"} <= set(names)
+    assert {"tasks.py", "requirements.txt", "calib_images/manifest.csv", "mobilenet/remote/chain.py"} <= set(names)
     assert not [n for n in names if n.split("/")[0] in {"build", ".venv", ".git"}
                 or n.startswith(("calib_images/calib/", "calib_images/eval/"))]
 

@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from PIL import Image
 
-from conftest import REPO
-from mobilenet import compare, plots, report
+from mobilenet.bench import compare
+from mobilenet.registry import REFERENCE_ID, by_id
+from mobilenet.report import markdown as report
+from mobilenet.report import plots
 from mobilenet.results import Environment, Result, write_result
-from mobilenet.variants import REFERENCE_ID, by_id
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

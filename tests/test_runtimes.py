@@ -13,10 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, WEIGHTS, requires_shared
-from mobilenet.npyimages import NpyImages
-from mobilenet.runners import RuntimeUnavailable, make_runner, runner_module, runtime_versions
+
+from mobilenet.measure.npyimages import NpyImages
+from mobilenet.measure.runners import (
+    RuntimeUnavailable,
+    make_runner,
+    runner_module,
+    runtime_versions,
+)
 
 pytestmark = requires_shared
 PHOTOS = 8
@@ -91,7 +96,7 @@ def test_onnx_threads_reach_the_session(chain):
 
 def test_missing_onnxruntime_is_unavailable(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
-    monkeypatch.delitem(sys.modules, "mobilenet.runners.onnxruntime", raising=False)
+    monkeypatch.delitem(sys.modules, "mobilenet.measure.runners.onnxruntime", raising=False)
     with pytest.raises(RuntimeUnavailable, match="onnxruntime"):
         runner_module("onnxruntime")
 
@@ -128,7 +133,7 @@ def test_litert_threads(chain, photos, eager_logits):
 EXECUTORCH_CHILD = r"""
 import json, sys
 import numpy as np
-from mobilenet.runners import make_runner, runtime_versions
+from mobilenet.measure.runners import make_runner, runtime_versions
 threads, photos_path, out_path, *programs = sys.argv[1:]
 photos = np.load(photos_path)
 report = {"versions": runtime_versions("executorch"), "runs": []}

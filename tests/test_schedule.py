@@ -1,4 +1,4 @@
-"""The build scheduler (mobilenet/schedule.py) and the build-folder lock it hands to its children.
+"""The build scheduler (mobilenet/build/schedule.py) and the build-folder lock it hands to its children.
 
 Fast: real builds are replaced by a fake child program; the end-to-end chain (conftest's
 `chain`) runs the real steps through the scheduler.
@@ -14,12 +14,14 @@ import textwrap
 import time
 
 import pytest
-
 from conftest import REPO
-from mobilenet import build, dataset, schedule
-from mobilenet.fsutil import hold_build_lock, lock_handoff, write_json
+
+from mobilenet.build import schedule
+from mobilenet.build import step as build
+from mobilenet.data import store as dataset
+from mobilenet.files import hold_build_lock, lock_handoff, write_json
+from mobilenet.registry import BUILD_STEPS, by_id, for_step
 from mobilenet.settings import Settings
-from mobilenet.variants import BUILD_STEPS, by_id, for_step
 
 AFTER_EXPORT = [s for s in BUILD_STEPS if s != "export"]
 
@@ -71,7 +73,7 @@ def test_settings_reach_a_child_unchanged(monkeypatch, tmp_path):
 
 PROBE = textwrap.dedent("""
     import sys
-    from mobilenet.fsutil import BuildFolderBusy, hold_build_lock
+    from mobilenet.files import BuildFolderBusy, hold_build_lock
     try:
         hold_build_lock(sys.argv[1])
     except BuildFolderBusy as exc:
@@ -104,7 +106,7 @@ def test_a_child_of_the_holder_is_let_in_and_no_other_process(tmp_path):
 def test_the_folder_stays_locked_while_a_child_outlives_its_killed_parent(tmp_path):
     parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
         import os, subprocess, sys, time
-        from mobilenet.fsutil import lock_handoff
+        from mobilenet.files import lock_handoff
         env, fds = lock_handoff(sys.argv[1])
         child = subprocess.Popen([sys.executable, "-c", sys.argv[2] + "import time; time.sleep(60)", sys.argv[1]],
                                  env={**os.environ, **env}, pass_fds=fds)
@@ -133,7 +135,7 @@ def test_the_folder_stays_locked_while_a_child_outlives_its_killed_parent(tmp_pa
 
 FAKE_CHILD = textwrap.dedent("""
     import json, os, sys, time
-    from mobilenet.fsutil import BuildFolderBusy, hold_build_lock, write_json
+    from mobilenet.files import BuildFolderBusy, hold_build_lock, write_json
     step, outcome = sys.argv[1], sys.argv[2]
     plan = json.loads(os.environ["FAKE_PLAN"]).get(step, {})
     with open(os.environ["FAKE_EVENTS"], "a") as fh:

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, requires_shared
 
 pytestmark = requires_shared
@@ -113,7 +112,7 @@ def test_an_artifact_without_its_meta_is_rebuilt(copy):
 def test_a_second_concurrent_run_is_refused(copy):
     build, repo, env = copy
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from mobilenet.fsutil import hold_build_lock; "
+        [sys.executable, "-c", "import sys, time; from mobilenet.files import hold_build_lock; "
          "hold_build_lock(sys.argv[1]); print('held', flush=True); time.sleep(60)", str(build)],
         cwd=repo, stdout=subprocess.PIPE, text=True)
     try:

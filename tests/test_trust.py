@@ -10,14 +10,15 @@ from dataclasses import asdict
 
 import numpy as np
 import pytest
-
 from conftest import REPO
-from mobilenet import accuracy, report
-from mobilenet.fsutil import hold_build_lock, is_fresh, record_stamp
-from mobilenet.results import ResultsError, cpu_flags, load_results, write_result
-from mobilenet.timing import session_interval, t975
 from test_report import make_result
 
+from mobilenet import accuracy
+from mobilenet.bench.stats import session_interval, t975
+from mobilenet.files import hold_build_lock
+from mobilenet.freshness import is_fresh, record_stamp
+from mobilenet.report import markdown as report
+from mobilenet.results import ResultsError, cpu_flags, load_results, write_result
 
 # ---------------------------------------------------------------- intervals
 
@@ -152,7 +153,7 @@ def test_a_second_run_in_the_same_build_folder_is_refused(tmp_path):
     hold_build_lock(tmp_path)
     hold_build_lock(tmp_path)  # the next task of the same chain: fine
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys; from mobilenet.fsutil import hold_build_lock; hold_build_lock(sys.argv[1])",
+        [sys.executable, "-c", "import sys; from mobilenet.files import hold_build_lock; hold_build_lock(sys.argv[1])",
          str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert probe.returncode != 0
     assert f"another run (pid {__import__('os').getpid()}) is using {tmp_path}" in probe.stderr
@@ -214,8 +215,8 @@ class _SteadyWorker:
 
 
 def test_variants_leave_the_rounds_when_done_but_the_reference_stays_for_every_pairing():
-    from mobilenet.measure import SessionPlan, Take, _interleave
-    from mobilenet.timing import median_round_ratio
+    from mobilenet.bench.stats import median_round_ratio
+    from mobilenet.measure.session import SessionPlan, Take, _interleave
     times = {"fp32-eager": 35.0, "slow": 40.0, "fast": 10.0}
     workers = {vid: _SteadyWorker(ms) for vid, ms in times.items()}
     takes = {vid: Take(vid) for vid in times}

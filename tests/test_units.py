@@ -7,33 +7,36 @@ import time
 import numpy as np
 import pytest
 
-from mobilenet import accuracy, timing, variants
-from mobilenet.fsutil import atomic_path
+from mobilenet import accuracy
+from mobilenet import registry as variants
+from mobilenet.bench import stats
+from mobilenet.files import atomic_path
+from mobilenet.measure import timing
 from mobilenet.settings import Settings, parse_threads
 
 
 def test_summarize_percentiles_and_cv():
-    stats = timing.summarize(list(range(1, 101)))
-    assert stats.runs == 100
-    assert stats.p50_ms == pytest.approx(50.5)
-    assert stats.p90_ms == pytest.approx(90.1)
-    assert stats.p99_ms == pytest.approx(99.01)
-    assert stats.mean_ms == pytest.approx(50.5)
-    assert stats.cv == pytest.approx(np.std(range(1, 101), ddof=1) / 50.5)
+    latency = stats.summarize(list(range(1, 101)))
+    assert latency.runs == 100
+    assert latency.p50_ms == pytest.approx(50.5)
+    assert latency.p90_ms == pytest.approx(90.1)
+    assert latency.p99_ms == pytest.approx(99.01)
+    assert latency.mean_ms == pytest.approx(50.5)
+    assert latency.cv == pytest.approx(np.std(range(1, 101), ddof=1) / 50.5)
 
 
 def test_summarize_rejects_empty():
     with pytest.raises(ValueError):
-        timing.summarize([])
+        stats.summarize([])
 
 
 def test_speedup_is_median_of_per_round_ratios():
     # The machine slows down 2x in round 2; ratios stay 2.0 in every round.
     reference = [[10, 10, 10], [20, 20, 20], [10, 11, 9]]
     variant = [[5, 5, 5], [10, 10, 10], [5, 6, 4]]
-    assert timing.median_round_ratio(reference, variant) == pytest.approx(2.0)
+    assert stats.median_round_ratio(reference, variant) == pytest.approx(2.0)
     # A pooled mean would be distorted by the unequal phases; the round median is not.
-    assert timing.median_round_ratio([[10], [30], [10]], [[5], [5], [5]]) == pytest.approx(2.0)
+    assert stats.median_round_ratio([[10], [30], [10]], [[5], [5], [5]]) == pytest.approx(2.0)
 
 
 def test_time_calls_counts_and_measures():
@@ -92,7 +95,7 @@ def test_every_registry_entry_resolves(variant):
     import importlib.util
     module_name, function_name = variant.builder.split(":")
     assert callable(getattr(importlib.import_module(module_name), function_name)), variant.builder
-    assert importlib.util.find_spec(f"mobilenet.runners.{variant.runtime}") is not None, variant.runtime
+    assert importlib.util.find_spec(f"mobilenet.measure.runners.{variant.runtime}") is not None, variant.runtime
     steps = {s.name: s for s in variants.STEPS}
     assert set(steps[variant.step].needs) <= set(steps), variant.step
 
@@ -138,7 +141,7 @@ def test_task_options_arrive_as_strings_and_are_typed():
 
 
 def test_a_steps_builders_share_what_one_of_them_made_once():
-    from mobilenet.build import BuildContext
+    from mobilenet.build.step import BuildContext
     step_shared, made = {}, []
     contexts = [BuildContext(None, None, None, None, None, _shared=step_shared) for _ in range(2)]
     values = [ctx.shared("converted", lambda: made.append(1) or ["model"]) for ctx in contexts]

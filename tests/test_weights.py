@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import WEIGHTS, requires_shared
-from mobilenet.model import WeightsError, load_fp32
+
+from mobilenet.build.model import WeightsError, load_fp32
 
 
 @requires_shared

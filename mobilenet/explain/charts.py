@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mobilenet.explain import kinds
 from mobilenet.explain.records import OK
-from mobilenet.plots import new_figure, save_png
+from mobilenet.report.plots import new_figure, save_png
 
 # One colour per kind, convolutions in blues, the overheads in greys.
 KIND_COLOURS = {kinds.CONV_1X1: "#4C72B0", kinds.CONV_DW: "#64B5CD", kinds.CONV_FULL: "#2A3F6B",

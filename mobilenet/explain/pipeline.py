@@ -22,13 +22,19 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import NamedTuple
 
-from mobilenet.convert_executorch import pt2e_program_path
+from mobilenet.builders.executorch import pt2e_program_path
 from mobilenet.explain import charts, cpu, records, sqnr, verdict
 from mobilenet.explain.numerics import NUMERICS_MODULES
 from mobilenet.explain.profilers import PROFILER_MODULES
-from mobilenet.explain.records import NOT_AVAILABLE, ExplainSummary, OperatorProfile, QuantizationError
+from mobilenet.explain.records import (
+    NOT_AVAILABLE,
+    ExplainSummary,
+    OperatorProfile,
+    QuantizationError,
+)
 from mobilenet.explain.worker import THREAD_ENV, failed_record
-from mobilenet.fsutil import is_fresh, read_json, record_stamp, stamp_path, write_json
+from mobilenet.files import read_json, write_json
+from mobilenet.freshness import is_fresh, record_stamp, stamp_path
 
 log = logging.getLogger("mobilenet.explain")
 
@@ -64,12 +70,12 @@ def chart_paths(build_dir: Path) -> dict[str, Path]:
 
 
 def _code_files(variant) -> list[Path]:
-    from mobilenet.fsutil import module_files
-    return sorted(EXPLAIN_CODE.rglob("*.py")) + module_files(f"mobilenet.runners.{variant.runtime}")
+    from mobilenet.freshness import module_files
+    return sorted(EXPLAIN_CODE.rglob("*.py")) + module_files(f"mobilenet.measure.runners.{variant.runtime}")
 
 
 def _inputs(variant, task: str, settings) -> list[Path]:
-    from mobilenet.variants import REFERENCE_ID, VARIANTS, by_id
+    from mobilenet.registry import REFERENCE_ID, VARIANTS, by_id
     models = settings.models_dir
     files = [variant.artifact_path(models), variant.meta_path(models), settings.data_dir / "eval.npy"]
     if task == "sqnr":
@@ -191,7 +197,7 @@ def _run_task(task: str, variants, settings, force: bool, redone: list, parallel
 
 
 def _verdicts(variants, settings, cpu_phrase: str, present: list) -> list:
-    from mobilenet.variants import VARIANTS
+    from mobilenet.registry import VARIANTS
     profiles = {p.variant: p for p in records.load_all(explain_dir(settings.build_dir) / "profile", OperatorProfile)}
     out = []
     for variant in variants:
@@ -207,8 +213,8 @@ def _verdicts(variants, settings, cpu_phrase: str, present: list) -> list:
 def run(settings, force: bool = False) -> ExplainSummary:
     """Profile, compare and judge every selected variant; return what the run did."""
     from mobilenet import logs
-    from mobilenet.fsutil import hold_build_lock
-    from mobilenet.variants import select
+    from mobilenet.files import hold_build_lock
+    from mobilenet.registry import select
     hold_build_lock(settings.build_dir)  # artifacts must not change under the profiles
     logs.setup(settings.logs_dir, "explain", settings.quiet)
     variants = select(settings.only)
@@ -261,5 +267,5 @@ def run(settings, force: bool = False) -> ExplainSummary:
 
 
 def ordered(items: list) -> list:
-    from mobilenet.variants import display_order
+    from mobilenet.registry import display_order
     return sorted(items, key=lambda r: display_order(r.variant))

@@ -9,7 +9,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from mobilenet.fsutil import write_json
+from mobilenet.files import write_json
 
 SCHEMA = 1
 OK = "ok"

@@ -7,7 +7,14 @@ from pathlib import Path
 from tabulate import tabulate
 
 from mobilenet.explain import kinds, pipeline, sqnr
-from mobilenet.explain.records import OK, ExplainSummary, OperatorProfile, QuantizationError, load, load_all
+from mobilenet.explain.records import (
+    OK,
+    ExplainSummary,
+    OperatorProfile,
+    QuantizationError,
+    load,
+    load_all,
+)
 
 
 def _ms(value) -> str:

@@ -36,7 +36,7 @@ def times(ratio: float) -> str:
 def baseline_of(variant, variants) -> str | None:
     """The FP32 variant of the same runtime for an INT8 one; eager FP32 for an FP32 variant of
     a runtime that has no INT8 form; None for the reference itself."""
-    from mobilenet.variants import REFERENCE_ID
+    from mobilenet.registry import REFERENCE_ID
     same_runtime_fp32 = [v for v in variants if v.runtime == variant.runtime and v.precision == "fp32"]
     if variant.precision != "fp32" and same_runtime_fp32:
         return same_runtime_fp32[0].id

@@ -21,7 +21,7 @@ THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THRE
 
 def profile_job(variant, build_dir: Path, job: dict):
     from mobilenet.explain.profilers import profile_variant
-    from mobilenet.npyimages import NpyImages
+    from mobilenet.measure.npyimages import NpyImages
     image = NpyImages(build_dir / "data" / "eval.npy")[0]
     with tempfile.TemporaryDirectory(prefix=f"explain-{variant.id}.") as work_dir:
         return profile_variant(variant, variant.artifact_path(build_dir / "models"), image, job["calls"],
@@ -32,7 +32,7 @@ def sqnr_job(variant, build_dir: Path, job: dict):
     import importlib
 
     from mobilenet.explain.numerics import NUMERICS_MODULES, Inputs
-    from mobilenet.npyimages import NpyImages
+    from mobilenet.measure.npyimages import NpyImages
     evaluation = NpyImages(build_dir / "data" / "eval.npy")
     inputs = Inputs(models_dir=build_dir / "models",
                     photos=[evaluation[i] for i in range(min(job["photos"], len(evaluation)))],
@@ -57,7 +57,7 @@ def main(job: dict) -> None:
 
     from mobilenet.explain import records
     from mobilenet.logs import quiet_deprecations
-    from mobilenet.variants import by_id
+    from mobilenet.registry import by_id
     quiet_deprecations()
     logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
     build_dir = Path(job["build_dir"])

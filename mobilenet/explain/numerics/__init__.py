@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-# Which module compares which runtime's INT8 variants (mobilenet.runners module name -> module here).
+# Which module compares which runtime's INT8 variants (mobilenet.measure.runners module name -> module here).
 NUMERICS_MODULES = {"torchscript": "torch_ao", "onnxruntime": "onnxruntime", "litert": "litert",
                     "executorch": "executorch"}
 
@@ -21,5 +21,5 @@ class Inputs:
     calibration_npy: Path  # the build's calibration photos, for rebuilding a quantized program
 
     def calibration(self) -> list[np.ndarray]:
-        from mobilenet.npyimages import NpyImages
+        from mobilenet.measure.npyimages import NpyImages
         return list(NpyImages(self.calibration_npy))

@@ -6,7 +6,7 @@ graph, not with FP32, at delegate boundaries only (one, here). ExecuTorch's
 intermediate_output_tap can pull layers out through the delegate, but on executorch 1.5.1
 lowering a tapped MobileNet-V2 fails in XNNPACK's ChannelsLastTaggedReshapePass. So the
 comparison is made one step earlier, on the PT2E program the .pte is lowered from: rebuilt
-as mobilenet/convert_executorch.py builds it (XNNPACKQuantizer, the same calibration photos)
+as mobilenet/builders/executorch.py builds it (XNNPACKQuantizer, the same calibration photos)
 and run in PyTorch with its Q/DQ pairs in float, as ONNX Runtime's qdq_loss_debug does. How
 far that is from the XNNPACK kernels is measured: the rebuilt program's logits against the
 shipped .pte's, recorded as the fidelity. The FP32 side is the exported FP32 graph; PT2E
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilenet.convert_executorch import pt2e_program_path
+from mobilenet.builders.executorch import pt2e_program_path
 from mobilenet.explain import sqnr
 from mobilenet.explain.records import OK, QuantizationError
 from mobilenet.logs import output_to_log
@@ -36,8 +36,10 @@ _ACTIVATIONS = ("hardtanh", "relu")
 def quantized_program(fp32_model, example, calibration):
     """The PT2E INT8 ExportedProgram, made exactly as the executorch-int8 builder makes it."""
     import torch
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
-                                                                         get_symmetric_quantization_config)
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))

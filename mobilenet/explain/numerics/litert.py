@@ -83,7 +83,7 @@ def _logits(path, photos) -> list:
 
 
 def measure(variant, artifact, inputs) -> QuantizationError:
-    from mobilenet.variants import VARIANTS
+    from mobilenet.registry import VARIANTS
     models_dir, photos = inputs.models_dir, inputs.photos
     fp32_variant = next(v for v in VARIANTS if v.runtime == variant.runtime and v.precision == "fp32")
     fp32_path = fp32_variant.artifact_path(models_dir)

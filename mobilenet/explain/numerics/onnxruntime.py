@@ -2,7 +2,7 @@
 
 qdq_loss_debug matches activations by tensor name, so the FP32 side must be the graph the
 INT8 model was quantized from: onnx-fp32.onnx after the same quant_pre_process the INT8
-builder runs (mobilenet/convert_onnx.py), which fuses Conv+BN exactly as it did then.
+builder runs (mobilenet/builders/onnx.py), which fuses Conv+BN exactly as it did then.
 qdq_loss_debug runs both graphs unoptimised (Q/DQ evaluated in float); how far that is from
 the optimised integer kernels the bench runs is recorded as the fidelity.
 """
@@ -43,11 +43,14 @@ def _session(path: Path, level) -> onnxruntime.InferenceSession:
 
 def measure(variant, artifact, inputs) -> QuantizationError:
     import onnx
-    from onnxruntime.quantization.qdq_loss_debug import (collect_activations, create_activation_matching,
-                                                         modify_model_output_intermediate_tensors)
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from mobilenet.variants import VARIANTS
+    from mobilenet.registry import VARIANTS
     models_dir, photos = inputs.models_dir, inputs.photos
     fp32_variant = next(v for v in VARIANTS if v.runtime == variant.runtime and v.precision == "fp32")
     fp32_path = fp32_variant.artifact_path(models_dir)

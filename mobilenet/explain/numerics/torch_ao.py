@@ -1,7 +1,7 @@
 """Per-layer SQNR of the torch.ao INT8 variants with the numeric suite (torch.ao.ns).
 
 The numeric suite matches layers by module name, and a frozen TorchScript artifact has no
-modules left. So the quantized nn.Module is rebuilt the way mobilenet/quantization.py
+modules left. So the quantized nn.Module is rebuilt the way mobilenet/builders/torch_ao.py
 builds it (quantizable MobileNet-V2, fused, the engine's qconfig, prepare, convert) and then
 given the artifact's own numbers: every packed weight, bias, output scale and zero point is
 read from the frozen graph, in execution order. No recalibration (which is slow and, with
@@ -24,7 +24,8 @@ def fp32_model(models_dir, quantizable: bool = False):
     QuantStub-carrying variant that torch.ao quantizes)."""
     import torchvision
     from torchvision.models.quantization import mobilenet_v2 as quantizable_mobilenet_v2
-    from mobilenet.variants import REFERENCE_ID, by_id
+
+    from mobilenet.registry import REFERENCE_ID, by_id
     model = quantizable_mobilenet_v2(weights=None, quantize=False) if quantizable \
         else torchvision.models.mobilenet_v2(weights=None)
     state = torch.load(by_id(REFERENCE_ID).artifact_path(models_dir), map_location="cpu", weights_only=True)
@@ -94,7 +95,10 @@ def _as_float(value):
 
 
 def measure(variant, artifact, inputs) -> QuantizationError:
-    from torch.ao.ns._numeric_suite import get_matching_activations, prepare_model_outputs
+    from torch.ao.ns._numeric_suite import (
+        get_matching_activations,
+        prepare_model_outputs,
+    )
 
     models_dir, photos = inputs.models_dir, inputs.photos
     torch.set_num_threads(1)

@@ -3,7 +3,7 @@
 Each runtime has its own module here exposing `profile(runner, variant, artifact, image, calls,
 work_dir) -> Capture`: it runs `calls` profiled inferences with the runtime's own profiler and
 returns the operators of each call in execution order. Timing with the profiler off uses the
-bench's own runner (mobilenet.runners), so the unprofiled p50 is the benchmarked code path.
+bench's own runner (mobilenet.measure.runners), so the unprofiled p50 is the benchmarked code path.
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import numpy as np
 
 from mobilenet.explain import kinds
 from mobilenet.explain.records import NOT_AVAILABLE, OK, OperatorProfile, OpTime
-from mobilenet.timing import time_calls
+from mobilenet.measure.timing import time_calls
 
-# Which module profiles which runtime (mobilenet.runners module name -> module here).
+# Which module profiles which runtime (mobilenet.measure.runners module name -> module here).
 PROFILER_MODULES = {"torch_eager": "torch", "torchscript": "torch", "lite_interpreter": "torch",
                     "onnxruntime": "onnxruntime", "executorch": "executorch", "litert": "litert",
                     "openvino": "openvino", "aoti": "torch"}
@@ -69,7 +69,7 @@ def profile_variant(variant, artifact: Path, image: np.ndarray, calls: int, work
     Unprofiled calls run before and after the profiled ones, so a drift of the machine's speed
     during the run affects both sides alike.
     """
-    from mobilenet.runners import make_runner
+    from mobilenet.measure.runners import make_runner
     base = OperatorProfile(variant=variant.id, runtime=variant.runtime, precision=variant.precision,
                            status=NOT_AVAILABLE, reason="", profiler="", visibility="", threads=1)
     runner = make_runner(variant.runtime, 1, variant.runner)

@@ -1,0 +1,1 @@
+"""The bench stage: sessions of interleaved rounds turned into results with intervals."""

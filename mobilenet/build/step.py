@@ -1,0 +1,415 @@
+"""Running a build step: make each of its variants, check it against eager FP32, keep it.
+
+A builder is a function `builder(ctx: BuildContext, out: Path) -> dict` named in the
+registry. It writes the artifact to `out` (a path in a scratch folder, with the final file
+name) and any companion files the registry lists beside it (an OpenVINO .bin), and returns
+the settings it used; those are recorded in `<variant>.meta.json` and in results.
+
+The meta file is the commit record. It is written last, after the artifact's files and the
+check's logits are in place, and it holds their sha256: a step killed half-way leaves files
+whose hashes no meta vouches for, and they are rebuilt.
+
+What happens to a variant:
+- ok / DEGRADED: built, checked, kept.
+- FAILED: built but its outputs are wrong (the check), or the builder raised an error that
+  is not "runtime unavailable": our bug. Kept for inspection, never timed, and the step
+  exits non-zero after finishing the other variants.
+- skipped: only when the runtime is not installed or not supported on this machine.
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mobilenet import accuracy, logs
+from mobilenet.build.model import WeightsInfo, load_fp32, weights_input_files
+from mobilenet.data.store import Prepared, prepare
+from mobilenet.files import (
+    disk_error,
+    hold_build_lock,
+    read_json,
+    sha256_cached,
+    write_json,
+)
+from mobilenet.freshness import is_fresh, module_files, record_stamp, stamp_path
+from mobilenet.registry import REFERENCE_ID, Variant, by_id, for_step, select
+from mobilenet.results import FAILED, OK, SKIPPED
+from mobilenet.settings import Settings
+
+log = logging.getLogger("mobilenet.build.step")
+
+# Code whose edit changes what a build step makes or how it is judged (the builder's own
+# module and the variant's runner are added per step).
+BUILD_CODE = ("mobilenet.build.step", "mobilenet.accuracy", "mobilenet.measure.worker", "mobilenet.build.model",
+              "mobilenet.data.preprocess", "mobilenet.measure.npyimages", "mobilenet.measure.runners")
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+@dataclass
+class BuildContext:
+    """What a builder may use: the FP32 model, real photos, settings and a logger."""
+    settings: Settings
+    variant: Variant
+    weights: WeightsInfo
+    data: Prepared
+    _model: object = field(repr=False)
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("mobilenet.build.step"))
+    _shared: dict = field(default_factory=dict, repr=False)  # one step's builders share it
+
+    def shared(self, key: str, make):
+        """make(), once per step: what two builders of a step start from (OpenVINO's converted
+        FP32 model, for its FP32 and INT8 IRs). Each caller must copy it before changing it."""
+        if key not in self._shared:
+            self._shared[key] = make()
+        return self._shared[key]
+
+    def fp32_model(self):
+        """A fresh copy of the FP32 eval-mode nn.Module; builders may modify it."""
+        return copy.deepcopy(self._model).eval()
+
+    def example(self):
+        """One real photo as a torch tensor [1, 3, 224, 224], for tracing and export."""
+        import torch
+        return torch.from_numpy(self.data.calib[0].copy())
+
+    def calibration(self):
+        """The calibration photos, float32 numpy [1, 3, 224, 224] each, NCHW."""
+        return iter(self.data.calib)
+
+    def calibrate(self, model) -> int:
+        """Run every calibration photo through `model` (a torch module) without gradients;
+        return how many photos it saw. Observers inserted by prepare() record ranges."""
+        import torch
+        photos = 0
+        with torch.no_grad():
+            for image in self.calibration():
+                model(torch.from_numpy(image))
+                photos += 1
+        return photos
+
+
+def _builder(variant: Variant):
+    module_name, function_name = variant.builder.split(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def check_logits_path(models_dir: Path, variant: Variant) -> Path:
+    """The evaluation photos' logits from the variant's build check (accuracy comes from these)."""
+    return Path(models_dir) / f"{variant.id}.check-logits.npy"
+
+
+def reference_logits_path(settings: Settings) -> Path:
+    return check_logits_path(settings.models_dir, by_id(REFERENCE_ID))
+
+
+def _kept_files(variant: Variant, models_dir: Path) -> list[Path]:
+    return [*variant.artifact_files(models_dir), check_logits_path(models_dir, variant)]
+
+
+def artifact_problem(variant: Variant, models_dir: Path) -> str | None:
+    """Why the variant's built files cannot be trusted, or None: the meta must exist and every
+    file it vouches for must still have the sha256 it recorded."""
+    meta_path = variant.meta_path(models_dir)
+    if not meta_path.exists():
+        return "not built"
+    meta = read_json(meta_path)
+    if "files_sha256" not in meta:  # skipped, or FAILED by a build error: nothing was kept to check
+        return None
+    recorded = meta.get("files_sha256") or {}
+    for path in _kept_files(variant, models_dir):
+        if not path.exists():
+            return f"{path.name} is missing"
+        if recorded.get(path.name) != sha256_cached(path):
+            return f"{path.name} is not the file its build recorded (changed or half-written)"
+    return None
+
+
+def _load_reference(settings: Settings):
+    """FP32 model and weights as saved by the export step (the input of every later step)."""
+    reference = by_id(REFERENCE_ID)
+    meta_path = reference.meta_path(settings.models_dir)
+    if not meta_path.exists():
+        raise BuildError(f"{meta_path} is missing: run `invoke export` first")
+    import torch
+    import torchvision
+    model = torchvision.models.mobilenet_v2(weights=None)
+    model.load_state_dict(torch.load(reference.artifact_path(settings.models_dir), weights_only=True))
+    return model.eval(), WeightsInfo(**read_json(meta_path)["weights"])
+
+
+def step_inputs(step: str, settings: Settings, variants: list[Variant]) -> list[Path]:
+    """Files whose content makes the step stale: weights or FP32 model, photos and labels,
+    the builders, the runners that check them, and the build code itself."""
+    data = [settings.data_dir / "calib.npy", settings.data_dir / "eval.npy", settings.data_dir / "images.json"]
+    if step == "export":
+        upstream = weights_input_files(settings.weights)
+    else:
+        reference = by_id(REFERENCE_ID)
+        upstream = [reference.artifact_path(settings.models_dir), reference_logits_path(settings)]
+    code = module_files(*BUILD_CODE, *{v.builder.split(":")[0] for v in variants},
+                        *{f"mobilenet.measure.runners.{v.runtime}" for v in variants})
+    return [*upstream, *data, *code]
+
+
+def step_settings(step: str, settings: Settings, variants: list[Variant], data: Prepared) -> dict:
+    return {"step": step, "weights": settings.weights, "random_weights": settings.random_weights,
+            "image_set": data.image_set,
+            "variants": {v.id: {"builder": v.builder, "engine": v.engine, **v.options} for v in variants}}
+
+
+def judge(variant: Variant, logits: np.ndarray, reference: np.ndarray | None, data: Prepared,
+          random_weights: bool) -> dict:
+    """The correctness check of a built artifact, from its logits on the evaluation photos."""
+    if reference is None:  # the reference itself
+        return {"status": OK, "facts": "reference", "photos": len(data.eval)}
+    scores = accuracy.score(logits, reference, data.labels)
+    if variant.precision == "fp32":
+        ok, facts = accuracy.fp32_parity(logits, reference)
+        status = OK if ok else FAILED
+    else:
+        reference_top1 = accuracy.topk_pct(reference, data.labels, 1) if data.labelled else None
+        status, facts = accuracy.gate(scores, reference_top1)
+    if random_weights and status != OK:
+        status, facts = OK, f"not gated (random weights): {facts}"
+    return {"status": status, "facts": facts, "photos": len(data.eval), "agreement_pct": scores.agreement_pct,
+            "max_abs_dlogit": scores.max_abs_dlogit, "tied_top1_rows": scores.tied_top1_rows}
+
+
+# Checks scored at once, each in a worker of its own, while the step builds the next variant.
+# The builder and one scoring worker keep two cores busy; export (alone on the critical path)
+# took 47 s with one check at a time.
+SCORING_AT_ONCE = 2
+
+
+@dataclass
+class _Built:
+    """A variant whose files are in a scratch folder while a worker scores them."""
+    variant: Variant
+    scratch: Path
+    options: dict
+    started: float  # time.time(): compared with the check logits' mtime
+    worker: object  # worker.WorkerProcess
+
+    @property
+    def logits_path(self) -> Path:
+        return check_logits_path(self.scratch, self.variant)
+
+    def discard(self) -> None:
+        self.worker.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def start_variant(ctx: BuildContext) -> _Built:
+    """Build one variant into a scratch folder and start scoring it; the caller finishes it.
+
+    Logits come from the variant's runner in a fresh worker process: it keeps each runtime's
+    global state (quantized engine, ExecuTorch's thread pool) from leaking between variants,
+    and a crash from killing the step. One thread: logits do not depend on it, and a
+    multi-threaded runtime on a busy machine waits for its descheduled threads (seen here:
+    10x slower checks at 2 threads, load 10).
+    """
+    from mobilenet.measure.worker import WorkerProcess
+    variant, settings = ctx.variant, ctx.settings
+    settings.models_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    scratch = Path(tempfile.mkdtemp(prefix=f".{variant.id}.", dir=settings.models_dir))
+    try:
+        out = scratch / variant.artifact
+        with logs.output_to_log(ctx.log, variant.id):
+            options = _builder(variant)(ctx, out) or {}
+        missing = [p.name for p in variant.artifact_files(scratch) if not p.exists()]
+        if missing:
+            raise BuildError(f"the builder did not write {', '.join(missing)}")
+        worker = WorkerProcess(variant, out, 1, ctx.data.eval.path, check_logits_path(scratch, variant),
+                               warmup=0, log_path=settings.logs_dir / f"check-{variant.id}.log")
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return _Built(variant, scratch, options, started, worker)
+
+
+def finish_variant(built: _Built, ctx: BuildContext, reference: np.ndarray | None) -> dict:
+    """Wait for the variant's logits, check them, move its files into place; return its meta."""
+    variant, models = built.variant, ctx.settings.models_dir
+    try:
+        built.worker.wait_ready()
+        built.worker.finish()
+        logits = np.load(built.logits_path)
+        # From the start of the build to the end of its check (the worker wrote the logits then),
+        # not to when the step got round to reading them: it was building the next variant.
+        build_s = max(0.0, built.logits_path.stat().st_mtime - built.started)
+        check = judge(variant, logits, reference, ctx.data, ctx.settings.random_weights)
+        kept = _kept_files(variant, built.scratch)
+        # Into place one by one; the meta written after this is what makes them count.
+        for path in kept:
+            os.replace(path, models / path.name)
+    finally:
+        built.discard()
+    files = {p.name: sha256_cached(models / p.name) for p in kept}
+    reason = "" if check["status"] != FAILED else f"failed its check against eager FP32: {check['facts']}"
+    return {"variant": variant.id, "status": check["status"], "reason": reason, "artifact": variant.artifact,
+            "files_sha256": files, "artifact_sha256": files[variant.artifact],
+            "build_s": round(build_s, 2), "options": {**variant.options, **built.options},
+            "engine": variant.engine, "weights": ctx.weights.as_dict(), "check": check}
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """Is this the one kind of exception that means "skipped": the runtime is not here?"""
+    from mobilenet.measure.runners import RuntimeUnavailable
+    from mobilenet.measure.worker import WorkerSkipped
+    return isinstance(exc, (ImportError, RuntimeUnavailable, WorkerSkipped))
+
+
+def _first_line(exc: BaseException) -> str:
+    return f"{exc.__class__.__name__}: {exc}".splitlines()[0][:300]
+
+
+def run_step(step: str, settings: Settings, force: bool = False, data: Prepared | None = None,
+             stale: dict[str, str] | None = None) -> list[dict]:
+    """Build every variant of `step` unless its outputs are fresh; return their metadata.
+    `data` and `stale`: what prepare() and stale_variants() just gave the caller, if it asked.
+
+    Never raises for one variant's failure: the caller reads FAILED from the returned metas
+    and exits non-zero after the whole chain has run.
+    """
+    hold_build_lock(settings.build_dir)
+    logger = logs.setup(settings.logs_dir, step, settings.quiet)
+    variants = selected_variants(step, settings)
+    if not variants:
+        logger.info("%s: nothing selected (MOBILENET_ONLY=%s)", step, settings.only)
+        return []
+    data = data or prepare(settings)
+    stale = stale_variants(step, settings, force, data) if stale is None else stale
+    if not stale:
+        logger.info("%s: up to date (--force to redo)", step)
+        return _report_failed(logger, [read_json(v.meta_path(settings.models_dir)) for v in variants])
+    logger.info("%s: building %s (%s)", step, ", ".join(stale),
+                "; ".join(dict.fromkeys(stale.values())))
+    kept = [read_json(v.meta_path(settings.models_dir)) for v in variants if v.id not in stale]
+    variants = [v for v in variants if v.id in stale]
+
+    if step == "export":
+        model, weights = load_fp32(settings.weights, settings.random_weights)
+        logger.info("weights: %s (sha256 %s)", weights.source, weights.sha256[:16])
+        reference = None
+    else:
+        model, weights = _load_reference(settings)
+    if variants[0].id != REFERENCE_ID:  # the reference is fresh: the others are checked against its logits
+        reference = np.load(reference_logits_path(settings))
+
+    results: list[dict] = []
+    scoring: list[tuple[_Built, BuildContext]] = []  # started, in build order
+
+    def record(ctx: BuildContext, meta: dict) -> None:
+        write_json(ctx.variant.meta_path(settings.models_dir), meta)
+        record_stamp(_stamp(step, ctx.variant, settings), step_settings(step, settings, [ctx.variant], data),
+                     step_inputs(step, settings, [ctx.variant]))
+        results.append(meta)
+
+    def failed(ctx: BuildContext, exc: BaseException) -> None:
+        variant = ctx.variant
+        if variant.id == REFERENCE_ID or disk_error(exc):  # no variant can be kept: stop the step
+            raise exc
+        if _unavailable(exc):
+            status, reason = SKIPPED, _first_line(exc)
+            logger.warning("  %-20s skipped: %s", variant.id, reason)
+        else:  # anything else is a bug in a builder or runner: loud, with its traceback in the log
+            status, reason = FAILED, f"build error: {_first_line(exc)} (traceback in build/logs/{step}.log)"
+            logger.error("  %-20s FAILED: %s", variant.id, reason)
+        logging.getLogger("mobilenet.build.step").debug("%s", "".join(traceback.format_exception(exc)))
+        for path in _kept_files(variant, settings.models_dir):
+            path.unlink(missing_ok=True)
+        record(ctx, {"variant": variant.id, "status": status, "reason": reason, "engine": variant.engine,
+                     "weights": weights.as_dict()})
+
+    def finish_oldest() -> None:
+        nonlocal reference
+        built, ctx = scoring.pop(0)
+        try:
+            meta = finish_variant(built, ctx, None if built.variant.id == REFERENCE_ID else reference)
+        except Exception as exc:
+            failed(ctx, exc)
+            return
+        if built.variant.id == REFERENCE_ID:
+            reference = np.load(reference_logits_path(settings))
+        logger.info("  %-20s %-8s %s; check: %s", built.variant.id, meta["status"], f"{meta['build_s']:.1f} s",
+                    meta["check"]["facts"])
+        record(ctx, meta)
+
+    shared: dict = {}
+    try:
+        for variant in variants:
+            ctx = BuildContext(settings, variant, weights, data, model, logging.getLogger(f"mobilenet.{step}"),
+                               shared)
+            try:
+                scoring.append((start_variant(ctx), ctx))
+            except Exception as exc:
+                failed(ctx, exc)
+            while len(scoring) >= SCORING_AT_ONCE:
+                finish_oldest()
+        while scoring:
+            finish_oldest()
+    finally:  # stopped by an error or Ctrl-C: the workers and scratch folders go too
+        for built, _ in scoring:
+            built.discard()
+    order = [v.id for v in for_step(step)]
+    return _report_failed(logger, sorted(kept + results, key=lambda meta: order.index(meta["variant"])))
+
+
+def selected_variants(step: str, settings: Settings) -> list[Variant]:
+    """The step's variants that MOBILENET_ONLY selects (it narrows the builds too)."""
+    selected = {v.id for v in select(settings.only)}
+    return [v for v in for_step(step) if v.id in selected]
+
+
+def stale_variants(step: str, settings: Settings, force: bool = False, data: Prepared | None = None) -> dict[str, str]:
+    """{variant id: why it must be built} for the step's selected variants; {} when up to date.
+
+    Freshness is per variant: building a subset (MOBILENET_ONLY, device mode) leaves the other
+    variants of the step, and their records, as they were.
+    """
+    variants = selected_variants(step, settings)
+    if force or not variants:
+        return {v.id: "forced" for v in variants}
+    data = data or prepare(settings)
+    return {v.id: reason for v in variants if (reason := _stale_reason(step, v, settings, data))}
+
+
+def _stamp(step: str, variant: Variant, settings: Settings) -> Path:
+    return stamp_path(settings.stamps_dir, f"{step}.{variant.id}")
+
+
+def _stale_reason(step: str, variant: Variant, settings: Settings, data: Prepared) -> str | None:
+    """Why this variant must be built again, or None when its artifact is up to date."""
+    meta = variant.meta_path(settings.models_dir)
+    fresh, reason = is_fresh([meta], step_inputs(step, settings, [variant]),
+                             step_settings(step, settings, [variant], data), _stamp(step, variant, settings))
+    if not fresh:
+        return reason
+    problem = artifact_problem(variant, settings.models_dir)
+    if problem:
+        return f"{variant.id}: {problem}"
+    recorded = read_json(meta)
+    if recorded["status"] == SKIPPED:
+        return f"retrying {variant.id} ({recorded.get('reason')})"
+    return None
+
+
+def _report_failed(logger: logging.Logger, metas: list[dict]) -> list[dict]:
+    for meta in metas:
+        if meta["status"] == FAILED:
+            logger.error("%s is FAILED: %s", meta["variant"], meta.get("reason") or meta.get("check", {}).get("facts"))
+    return metas

@@ -1,0 +1,1 @@
+"""Photos: the manifest, downloads, local folders, preprocessing and the preprocessed photo store."""

@@ -1,0 +1,466 @@
+"""Labelled real photos: the committed manifest, downloading it, or the user's own folder."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import logging
+import re
+import time
+import urllib.parse
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from mobilenet.files import atomic_path, sha256_file
+
+log = logging.getLogger("mobilenet.data.images")
+
+MANIFEST_FIELDS = ("filename", "label", "category", "split", "bytes", "sha256", "url")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+NUM_CLASSES = 1000  # labels are ImageNet class indices
+# A server that sends a byte now and then never trips the per-read timeout; this bounds
+# the whole of one file, retries included.
+FILE_DEADLINE_S = 120.0
+CHUNK_BYTES = 64 * 1024
+
+
+class ManifestError(ValueError):
+    pass
+
+
+class DownloadError(RuntimeError):
+    def __init__(self, failures: list[tuple[str, str]], kept: int):
+        self.failures = failures
+        lines = "\n".join(f"  {url}: {reason}" for url, reason in failures)
+        super().__init__(
+            f"{len(failures)} image(s) failed to download ({kept} verified files kept):\n{lines}\n"
+            "Rerun to retry; use --mirror URL (MOBILENET_MIRROR) to fetch the same files from "
+            "another host, or --local-images DIR for a folder of your own.")
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    filename: str
+    label: int | None
+    category: str
+    split: str  # "calib" or "eval"
+    bytes: int | None
+    sha256: str | None
+    url: str
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """What the models are calibrated and scored on."""
+    name: str
+    calib: tuple[Path, ...]
+    eval: tuple[Path, ...]
+    eval_labels: tuple[int, ...] | None  # None: unlabelled, only agreement with FP32 is scored
+
+    @property
+    def labelled(self) -> bool:
+        return self.eval_labels is not None
+
+    def files(self) -> list[Path]:
+        return [*self.calib, *self.eval]
+
+
+def safe_target(folder: Path, filename: str) -> Path:
+    """The path of `filename` inside `folder`, refusing names that could escape it."""
+    if (not filename or filename != Path(filename).name or filename in {".", ".."}
+            or filename.startswith(".") or "\\" in filename or "\x00" in filename):
+        raise ManifestError(f"unsafe file name in manifest: {filename!r} (plain file names only)")
+    folder = Path(folder).resolve()
+    target = (folder / filename).resolve()
+    if target.parent != folder:
+        raise ManifestError(f"unsafe file name in manifest: {filename!r} escapes {folder}")
+    return target
+
+
+def check_http_url(url: str | None, what: str) -> str:
+    """`url` if it is http(s)://host/...: checked before anything is fetched, since anything
+    else (file://, ftp://, 'host:8000') would only fail later, once per file."""
+    parts = urllib.parse.urlsplit(url or "")
+    try:
+        parts.port  # noqa: B018 (a bad port raises only when read)
+        has_host = bool(parts.hostname)
+    except ValueError:
+        has_host = False
+    if parts.scheme.lower() not in {"http", "https"} or not has_host:
+        raise ManifestError(f"{what} {url!r} is not an http(s) URL: "
+                            "give it as http://HOST[:PORT][/path], e.g. http://10.0.0.5:8765")
+    return url
+
+
+def parse_label(text: str | None) -> int:
+    """An ImageNet class index, 0-999."""
+    text = (text or "").strip()
+    if not text:
+        raise ValueError("no label (expected an ImageNet class index 0-999)")
+    if not re.fullmatch(r"-?[0-9]+", text):
+        raise ValueError(f"label {text!r} is not an integer (expected an ImageNet class index 0-999)")
+    label = int(text)
+    if not 0 <= label < NUM_CLASSES:
+        raise ValueError(f"label {label} is outside 0-{NUM_CLASSES - 1} (ImageNet class indices)")
+    return label
+
+
+@contextlib.contextmanager
+def _csv_rows(path: Path):
+    """A DictReader over `path`; a file that is unreadable, not UTF-8 or not CSV is named."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a spreadsheet's BOM
+            yield csv.DictReader(fh)
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not UTF-8 text (byte {exc.start}); save it as a UTF-8 CSV") from None
+    except csv.Error as exc:
+        raise ManifestError(f"{path}: not a valid CSV file ({exc})") from None
+    except OSError as exc:
+        raise ManifestError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def read_manifest(path: Path) -> list[ManifestRow]:
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest {path} does not exist")
+    with _csv_rows(path) as reader:
+        missing = {"filename", "split", "url"} - set(reader.fieldnames or ())
+        if missing:
+            raise ManifestError(f"{path}: missing column(s) {sorted(missing)}; expected {MANIFEST_FIELDS}")
+        rows, first_line = [], {}
+        for raw in reader:
+            line_no = reader.line_num
+            try:
+                name = (raw["filename"] or "").strip()
+                split = (raw["split"] or "").strip()
+                if split not in {"calib", "eval"}:
+                    raise ValueError(f"split must be calib or eval, got {split!r}")
+                safe_target(Path("."), name)
+                if name in first_line:
+                    raise ValueError(f"{name} is listed twice (first on line {first_line[name]})")
+                sha = (raw.get("sha256") or "").strip().lower() or None
+                if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
+                    raise ValueError(f"sha256 {sha!r} is not 64 hex digits")
+                url = (raw["url"] or "").strip()
+                check_http_url(url, "url")
+                rows.append(ManifestRow(
+                    filename=name,
+                    label=parse_label(raw["label"]) if (raw.get("label") or "").strip() else None,
+                    category=(raw.get("category") or "").strip(),
+                    split=split,
+                    bytes=int(raw["bytes"]) if (raw.get("bytes") or "").strip() else None,
+                    sha256=sha,
+                    url=url,
+                ))
+            except (ValueError, ManifestError) as exc:
+                raise ManifestError(f"{path}:{line_no}: {exc}") from None
+            first_line[name] = line_no
+    return rows
+
+
+def select_rows(rows: list[ManifestRow], calib_count: int, eval_count: int) -> dict[str, list[ManifestRow]]:
+    chosen = {"calib": [r for r in rows if r.split == "calib"][:calib_count],
+              "eval": [r for r in rows if r.split == "eval"][:eval_count]}
+    for split, count in (("calib", calib_count), ("eval", eval_count)):
+        if len(chosen[split]) < count:
+            raise ManifestError(f"the manifest has {len(chosen[split])} {split} photos, {count} were asked for")
+    return chosen
+
+
+def build_manifest(source_csv: Path, out_csv: Path, calib_count: int = 50, only_local: bool = True) -> None:
+    """Write our manifest from the facts of ../shared/imagenet-sample/manifest.csv.
+
+    Only the photos the offline mirror holds (local = yes) by default, so that every row
+    can be fetched on a machine without internet. Every 5th one is a calibration photo,
+    spreading both splits over the classes; the rest are the evaluation set.
+    """
+    with open(source_csv, newline="") as fh:
+        source = [r for r in csv.DictReader(fh) if not only_local or r.get("local") == "yes"]
+    step = max(1, len(source) // calib_count)
+    with atomic_path(out_csv) as tmp, open(tmp, "w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=MANIFEST_FIELDS)
+        writer.writeheader()
+        for position, row in enumerate(source):
+            is_calib = position % step == 0 and position // step < calib_count
+            writer.writerow({"filename": row["filename"], "label": row["index"],
+                             "category": row["category"], "split": "calib" if is_calib else "eval",
+                             "bytes": row["bytes"], "sha256": row["sha256"], "url": row["url"]})
+
+
+def source_url(row: ManifestRow, mirror: str | None) -> str:
+    if mirror is None:
+        return row.url
+    return mirror.rstrip("/") + "/" + urllib.parse.quote(row.filename)
+
+
+def image_problem(path: Path) -> str | None:
+    """Why `path` is not a usable photo, in a few words, or None if it decodes."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between 1x and 2x its pixel limit: a photo is never that big.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return f"decompression bomb: {exc}"
+    except UnidentifiedImageError:
+        return "not an image (Pillow cannot identify its format)"
+    except OSError as exc:
+        if exc.errno is not None:
+            return f"cannot read it: {exc.strerror}"
+        return f"truncated or corrupt: {exc}"
+    except Exception as exc:  # Pillow's decoders also raise SyntaxError, ValueError, struct.error...
+        return f"truncated or corrupt: {exc.__class__.__name__}: {exc}"
+    return None
+
+
+def is_verified(path: Path, row: ManifestRow) -> bool:
+    if not path.is_file():
+        return False
+    if row.sha256:
+        return sha256_file(path) == row.sha256
+    return image_problem(path) is None
+
+
+def remove_partial_downloads(folder: Path) -> None:
+    """A killed run leaves its half-written '.<name>.<random>.part<suffix>' files behind:
+    atomic_path's cleanup never ran."""
+    leftovers = [p for p in Path(folder).glob(".*.part*") if p.is_file()]
+    for path in leftovers:
+        path.unlink()
+    if leftovers:
+        log.info("%s: removed %d partial download(s) left by an interrupted run", folder, len(leftovers))
+
+
+# Offline or behind a firewall, every URL would wait out its timeouts and retries; after
+# this many files in a row that could not even connect, the rest are reported untried.
+UNREACHABLE_LIMIT = 3
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, unreachable: bool = False):
+        super().__init__(message)
+        self.unreachable = unreachable
+
+
+def _body(response, deadline: float, deadline_s: float):
+    """The response body in chunks, within the file's deadline.
+
+    read1 returns what one read of the socket brings, so the deadline is checked at least once
+    per read timeout; requests' iter_content waits for a full chunk however slowly it comes.
+    """
+    import urllib3
+    while True:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not finished within the {deadline_s:g} s allowed per file "
+                               "(the server sends too slowly)")
+        try:
+            chunk = response.raw.read1(CHUNK_BYTES, decode_content=True)
+        except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError) as exc:
+            # What requests calls ChunkedEncodingError: the connection dropped mid-file.
+            raise _Retryable(f"transfer interrupted: {exc}") from exc
+        if not chunk:
+            return
+        yield chunk
+
+
+def _fetch(session, url: str, target: Path, row: ManifestRow, timeout, max_bytes: int,
+           deadline: float, deadline_s: float) -> None:
+    import requests
+    try:
+        response = session.get(url, stream=True, timeout=timeout)
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise _Retryable(f"connection failed: {exc.__class__.__name__}: {exc}", unreachable=True) from exc
+    with response:
+        if response.status_code >= 500:
+            raise _Retryable(f"HTTP {response.status_code} {response.reason}")
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code} {response.reason}")
+        declared = int(response.headers.get("Content-Length") or 0)
+        if declared > max_bytes:
+            raise RuntimeError(f"{declared} bytes is over the {max_bytes}-byte cap")
+        digest = hashlib.sha256()
+        received = 0
+        with atomic_path(target) as tmp:
+            with open(tmp, "wb") as fh:
+                for chunk in _body(response, deadline, deadline_s):
+                    received += len(chunk)
+                    if received > max_bytes:
+                        raise RuntimeError(f"more than the {max_bytes}-byte cap")
+                    digest.update(chunk)
+                    fh.write(chunk)
+            if row.sha256 and digest.hexdigest() != row.sha256:
+                raise RuntimeError(f"sha256 mismatch: got {digest.hexdigest()[:12]}…, "
+                                   f"expected {row.sha256[:12]}… ({received} bytes)")
+            problem = image_problem(tmp)
+            if problem:
+                raise RuntimeError(f"not a decodable image: {problem}")
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename:  # this machine's disk, not the server
+        return f"cannot write {exc.filename}: {exc.strerror}"
+    if isinstance(exc, RuntimeError):
+        return str(exc)
+    return f"{exc.__class__.__name__}: {exc}"
+
+
+def download(rows: list[ManifestRow], folder: Path, mirror: str | None = None, *,
+             timeout=(5.0, 30.0), deadline_s: float = FILE_DEADLINE_S, retries: int = 3,
+             backoff_s: float = 0.5, max_bytes: int = MAX_IMAGE_BYTES, progress: bool = True) -> dict[str, int]:
+    """Fetch rows into folder; verified files already there are kept and skipped.
+
+    Retries with exponential backoff on connection errors, timeouts, a connection dropped
+    mid-file and 5xx; never on 4xx. Each file has deadline_s seconds in all, retries included.
+    A failure of any kind stays with its file: raises DownloadError naming every failed URL
+    after trying all of them.
+    """
+    import requests
+    import urllib3
+    from tqdm import tqdm
+
+    if mirror is not None:
+        check_http_url(mirror, "mirror URL (--mirror, MOBILENET_MIRROR)")
+    urls = [source_url(row, mirror) for row in rows]
+    for row, url in zip(rows, urls):
+        check_http_url(url, f"URL of {row.filename}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_partial_downloads(folder)
+    failures: list[tuple[str, str]] = []
+    counts = {"downloaded": 0, "kept": 0}
+    unreachable_in_a_row = 0
+    with requests.Session() as session, tqdm(rows, desc=f"download {folder.name}", unit="img",
+                                             disable=not progress, leave=False) as bar:
+        for row, url in zip(bar, urls):
+            target = safe_target(folder, row.filename)
+            try:
+                if is_verified(target, row):
+                    counts["kept"] += 1
+                    continue
+            except OSError as exc:
+                failures.append((url, f"cannot read {target}: {exc.strerror or exc}"))
+                continue
+            if unreachable_in_a_row >= UNREACHABLE_LIMIT:
+                failures.append((url, "not tried: the previous downloads could not connect at all"))
+                continue
+            deadline = time.monotonic() + deadline_s
+            for attempt in range(retries + 1):
+                try:
+                    _fetch(session, url, target, row, timeout, max_bytes, deadline, deadline_s)
+                    counts["downloaded"] += 1
+                    unreachable_in_a_row = 0
+                    break
+                except _Retryable as exc:
+                    wait = backoff_s * 2 ** attempt
+                    if attempt == retries or time.monotonic() + wait > deadline:
+                        failures.append((url, f"{exc} (after {attempt + 1} attempts)"))
+                        unreachable_in_a_row += 1 if exc.unreachable else 0
+                        break
+                    log.debug("retrying %s: %s", url, exc)
+                    time.sleep(wait)
+                # RequestException is an OSError too: a redirect loop or to a non-http URL, a
+                # full disk: whatever it is, it is this file's failure, not the run's.
+                except (RuntimeError, OSError, urllib3.exceptions.HTTPError) as exc:
+                    failures.append((url, _reason(exc)))
+                    unreachable_in_a_row = 0
+                    break
+    if failures:
+        raise DownloadError(failures, kept=counts["kept"] + counts["downloaded"])
+    return counts
+
+
+def read_labels(path: Path) -> dict[str, int]:
+    """filename -> label from a 'filename,label' CSV; errors name the file and line."""
+    labels, first_line = {}, {}
+    with _csv_rows(path) as reader:
+        if not {"filename", "label"} <= set(reader.fieldnames or ()):
+            raise ManifestError(f"{path}: needs a header line 'filename,label', found {reader.fieldnames}")
+        for row in reader:
+            name = (row["filename"] or "").strip()
+            try:
+                if not name:
+                    raise ValueError("no file name")
+                if name in first_line:
+                    raise ValueError(f"{name} is listed twice (first on line {first_line[name]})")
+                labels[name] = parse_label(row["label"])
+            except ValueError as exc:
+                raise ManifestError(f"{path}:{reader.line_num}: {exc}") from None
+            first_line[name] = reader.line_num
+    return labels
+
+
+def local_image_set(folder: Path, labels_csv: Path | None, calib_count: int, eval_count: int) -> ImageSet:
+    """A user's own folder: sorted files, the first calib_count calibrate, the next eval_count score."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ManifestError(f"local image folder {folder} does not exist")
+    # Dotfiles are never photos: macOS '._x.jpg' resource forks, an editor's or our own
+    # '.x.part.jpg' leftovers.
+    files = sorted(p for p in folder.iterdir()
+                   if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if len(files) < calib_count + 1:
+        raise ManifestError(f"{folder} has {len(files)} images; need more than {calib_count} "
+                            "(calibration photos plus at least one to evaluate)")
+    calib, evaluation = files[:calib_count], files[calib_count:calib_count + eval_count]
+    labels = None
+    if labels_csv:
+        by_name = read_labels(Path(labels_csv))
+        unlabelled = [p.name for p in evaluation if p.name not in by_name]
+        if unlabelled:
+            more = f" and {len(unlabelled) - 5} more" if len(unlabelled) > 5 else ""
+            raise ManifestError(f"{labels_csv} has no line for {len(unlabelled)} evaluation photo(s) of "
+                                f"{folder}: {', '.join(unlabelled[:5])}{more} (add 'filename,label' lines, "
+                                "or drop --local-labels to score agreement with FP32 only)")
+        labels = tuple(by_name[p.name] for p in evaluation)
+    return ImageSet(f"local:{folder.resolve()}", tuple(calib), tuple(evaluation), labels)
+
+
+def manifest_image_set(settings) -> ImageSet:
+    chosen = select_rows(read_manifest(settings.manifest), settings.calib_count, settings.eval_count)
+    paths = {split: tuple(safe_target(settings.images_dir / split, r.filename) for r in rows)
+             for split, rows in chosen.items()}
+    missing = [p for p in paths["calib"] + paths["eval"] if not p.is_file()]
+    if missing:
+        raise ManifestError(f"{len(missing)} photo(s) not downloaded yet (e.g. {missing[0]}): "
+                            "run `invoke download-images`")
+    labels = [r.label for r in chosen["eval"]]
+    return ImageSet(f"manifest:{settings.manifest.name} ({settings.calib_count} calib, "
+                    f"{settings.eval_count} eval)", paths["calib"], paths["eval"],
+                    None if None in labels else tuple(labels))
+
+
+def image_set(settings) -> ImageSet:
+    if settings.local_images:
+        return local_image_set(Path(settings.local_images), settings.local_labels,
+                               settings.calib_count, settings.eval_count)
+    return manifest_image_set(settings)
+
+
+def download_images(settings) -> dict[str, int]:
+    """The download-images step: fetch the manifest's calibration and evaluation photos."""
+    if settings.local_images:
+        images = image_set(settings)
+        bad = [f"  {path.name}: {problem}" for path in images.files() if (problem := image_problem(path))]
+        if bad:
+            raise ManifestError(f"{len(bad)} file(s) in {settings.local_images} are not usable photos "
+                                "(remove or replace them):\n" + "\n".join(bad))
+        return {"downloaded": 0, "kept": len(images.files())}
+    chosen = select_rows(read_manifest(settings.manifest), settings.calib_count, settings.eval_count)
+    totals = {"downloaded": 0, "kept": 0}
+    failures: list[tuple[str, str]] = []
+    for split, rows in chosen.items():
+        try:
+            counts = download(rows, settings.images_dir / split, settings.mirror,
+                              progress=not settings.quiet)
+        except DownloadError as exc:  # try the other split too, then report every failure
+            failures += exc.failures
+            counts = {"downloaded": 0, "kept": len(rows) - len(exc.failures)}
+        for key in totals:
+            totals[key] += counts[key]
+    if failures:
+        raise DownloadError(failures, kept=totals["kept"] + totals["downloaded"])
+    return totals

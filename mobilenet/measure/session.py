@@ -1,0 +1,183 @@
+"""One timing session: every variant in its own fresh worker process, timed in interleaved rounds.
+
+This machine's speed drifts in phases lasting seconds, so variants timed one after another
+in blocks are not comparable. Within a session each round gives every variant a short
+burst, in an order that rotates from round to round, so a ratio taken inside one round
+compares two variants seconds apart. The speed of a process is itself a random draw, which
+no interleaving cancels; the bench therefore runs several sessions (bench.py).
+
+Imports only numpy and the worker: devices run it too, as
+`python -m mobilenet.measure.session PLAN.json OUT.json` (see main()).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mobilenet.measure.worker import WorkerError, WorkerProcess, WorkerSkipped
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    threads: int
+    warmup: int
+    burst: int
+    min_runs: int  # timed calls per variant in this session, at least
+    min_seconds: float  # timed seconds per variant in this session, at least
+    eval_npy: str
+    log_dir: str
+    logits_dir: str | None = None  # set when the session also scores the photos (device runs)
+    reference: str | None = None  # the variant every speed-up is paired with: it runs in every round
+
+
+@dataclass
+class Take:
+    """One variant's share of one session."""
+    variant: str
+    ready: dict = field(default_factory=dict)
+    rounds: list = field(default_factory=list)  # list of bursts, each a list of ms
+    finish: dict = field(default_factory=dict)
+    energy_j: float = 0.0
+    skipped: str | None = None  # the runtime is not installed or not supported here
+    error: str | None = None  # anything else: our bug, reported loudly
+
+    @property
+    def samples(self) -> list[float]:
+        return [s for burst in self.rounds for s in burst]
+
+    @property
+    def ran(self) -> bool:
+        return not (self.skipped or self.error)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:300] if str(exc) else exc.__class__.__name__
+
+
+def _start(variant, artifact: Path, plan: SessionPlan, session: int, hold_load: bool) -> WorkerProcess:
+    logits = Path(plan.logits_dir) / f"{variant.id}@{plan.threads}t.logits.npy" if plan.logits_dir else None
+    log_path = Path(plan.log_dir) / f"bench-{variant.id}@{plan.threads}t.s{session}.log"
+    return WorkerProcess(variant, artifact, plan.threads, Path(plan.eval_npy), logits, plan.warmup,
+                         log_path, hold_load=hold_load)
+
+
+def _collect(worker: WorkerProcess, take: Take, step) -> bool:
+    """Take the worker through one step of its start (a WorkerProcess method); False, with the
+    take's skipped or error set and the worker closed, when it cannot go on."""
+    try:
+        step(worker)
+        take.ready = worker.ready
+        return True
+    except WorkerSkipped as exc:
+        take.skipped = _first_line(exc)
+    except WorkerError as exc:
+        take.error = f"{_first_line(exc)} (log: {worker.log_path})"
+    worker.close()
+    return False
+
+
+def run_session(entries: list[tuple[object, Path]], plan: SessionPlan, session: int, *,
+                load_alone: bool = True, meter=None, progress=None) -> dict[str, Take]:
+    """Time every (variant, artifact) of `entries` in one session; returns a Take per variant id.
+
+    load_alone: every worker imports its runtime at once (nothing is timed then), and then
+    each loads in turn while the others wait, so that load and first-inference times are
+    those of one process on an otherwise idle machine. Later sessions only need the timing,
+    so they load all workers at once.
+    meter: an energy meter (energy.RaplMeter) or None. progress: called as
+    progress(rounds_done, rounds_expected).
+    """
+    takes = {variant.id: Take(variant.id) for variant, _ in entries}
+    workers = {variant.id: _start(variant, artifact, plan, session, hold_load=load_alone)
+               for variant, artifact in entries}
+    steps = (WorkerProcess.wait_imported, WorkerProcess.load) if load_alone else (WorkerProcess.wait_ready,)
+    try:
+        for step in steps:
+            workers = {vid: w for vid, w in workers.items() if _collect(w, takes[vid], step)}
+        _interleave(workers, takes, plan, meter, progress)
+        for variant_id, worker in workers.items():
+            if takes[variant_id].ran:
+                try:
+                    takes[variant_id].finish = worker.finish()
+                except WorkerError as exc:
+                    takes[variant_id].error = f"{_first_line(exc)} (log: {worker.log_path})"
+    finally:
+        for worker in workers.values():
+            worker.close()
+    return takes
+
+
+def _interleave(workers: dict[str, WorkerProcess], takes: dict[str, Take], plan: SessionPlan, meter,
+                progress) -> None:
+    """Rounds of one burst per active variant, in rotating order, until every variant has its
+    calls. A variant leaves the rounds once it has them, so slow variants do not wait for the
+    fastest one's count; the reference stays to the end, because each round's speed-up pairs
+    a variant's burst with the reference's burst of the same round."""
+    active = list(workers)
+
+    def done(variant_id: str) -> bool:
+        samples = takes[variant_id].samples
+        return len(samples) >= plan.min_runs and sum(samples) / 1000 >= plan.min_seconds
+
+    def rounds_expected() -> int:
+        # The fastest variant sets the count: it takes the most bursts to reach min_seconds.
+        fastest_ms = min(statistics.median(takes[v].samples) for v in active)
+        calls = max(plan.min_runs, plan.min_seconds * 1000 / fastest_ms)
+        return max(1, -(-int(calls) // plan.burst))
+
+    rounds = 0
+    while active and not all(done(v) for v in active):
+        shift = rounds % len(active)
+        for variant_id in active[shift:] + active[:shift]:
+            before = meter.read() if meter is not None and meter.available else None
+            try:
+                burst = workers[variant_id].burst(plan.burst)["samples_ms"]
+            except WorkerError as exc:  # a worker died mid-session: its variant is in error, the rest go on
+                takes[variant_id].error = f"{_first_line(exc)} (log: {workers[variant_id].log_path})"
+                active.remove(variant_id)
+                continue
+            takes[variant_id].rounds.append(burst)
+            if before is not None:
+                takes[variant_id].energy_j += meter.joules_between(before, meter.read())
+        rounds += 1
+        if progress:
+            progress(rounds, max(rounds, rounds_expected()))
+        active = [v for v in active if v == plan.reference or not done(v)]
+
+
+# ---------------------------------------------------------------- device entry point
+
+class _Named:
+    """The three fields of a registry Variant a worker needs, from a plan file."""
+
+    def __init__(self, data: dict):
+        self.id, self.runtime, self.runner = data["id"], data["runtime"], data.get("runner", {})
+
+
+def main(argv: list[str]) -> int:
+    """PLAN.json -> OUT.json: {"sessions": [{variant id: Take as dict}, ...]}.
+
+    PLAN: {"plan": SessionPlan fields, "sessions": N,
+           "variants": [{"id", "runtime", "runner" (options), "artifact"}, ...]}
+    """
+    plan_path, out_path = map(Path, argv)
+    spec = json.loads(plan_path.read_text())
+    plan = SessionPlan(**spec["plan"])
+    entries = [(_Named(v), Path(v["artifact"])) for v in spec["variants"]]
+    sessions = []
+    for index in range(int(spec.get("sessions", 1))):
+        # Photos are scored in the first session only: logits do not change between processes.
+        session_plan = plan if index == 0 else SessionPlan(**{**asdict(plan), "logits_dir": None})
+        takes = run_session(entries, session_plan, index, load_alone=index == 0)
+        sessions.append({vid: asdict(t) for vid, t in takes.items()})
+    tmp = out_path.with_suffix(".part")
+    tmp.write_text(json.dumps({"sessions": sessions}))
+    tmp.replace(out_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

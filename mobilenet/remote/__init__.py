@@ -1,0 +1,1 @@
+"""Other machines over SSH: the connection, chain mode and device mode."""

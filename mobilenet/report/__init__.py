@@ -1,0 +1,1 @@
+"""The report stage: build/report.md and its charts, rendered from result files alone."""
