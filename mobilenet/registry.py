@@ -1,12 +1,15 @@
 """The registry: the single place a variant exists.
 
 Tasks, bench, tests and report all read VARIANTS. A variant names the runtime that runs
-it (a module in mobilenet/runners), the artifact it is stored in, the build step (task)
-that makes it and the function that builds it.
+it (a record in RUNTIMES), the artifact it is stored in, the build step (task) that makes
+it and the function that builds it. A runtime's record holds what every stage needs to know
+about it: its runner, packages, profiler, layer comparison, operator names, device
+requirements list and native benchmark program. `registry_problems` checks them all.
 """
 from __future__ import annotations
 
 import fnmatch
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +19,7 @@ REFERENCE_ID = "fp32-eager"
 @dataclass(frozen=True)
 class Variant:
     id: str
-    runtime: str  # module name under mobilenet/runners
+    runtime: str  # the name of its Runtime record (RUNTIMES)
     precision: str  # "fp32" or "int8"
     artifact: str  # file name under build/models
     step: str  # the task that builds it
@@ -43,6 +46,137 @@ class Variant:
 
     def meta_path(self, models_dir: Path) -> Path:
         return Path(models_dir) / f"{self.id}.meta.json"
+
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class OperatorNames:
+    """Lower-case substrings of the operator names a runtime's profiler and layer comparison
+    report, by what they say; mobilenet.explain.kinds turns names into kinds with them.
+
+    "conv" and "add" mean the same in every runtime's names and stay in kinds.py.
+    """
+    quantize: tuple[str, ...] = ()  # quantize/dequantize; checked first
+    layout: tuple[str, ...] = ()  # layout conversions
+    pool: tuple[str, ...] = ()
+    linear: tuple[str, ...] = ()
+    not_add: tuple[str, ...] = ()  # names holding "add" that are no residual add (aten::addmm)
+    conv_before_pool: tuple[str, ...] = ()  # matrix products that are 1x1 convolutions until the pool
+    depthwise: tuple[str, ...] = ()  # kernel names that say depthwise
+    full: tuple[str, ...] = ()  # kernel names that say a full 3x3 window
+    pointwise: tuple[str, ...] = ()  # kernel names that say 1x1
+    spellings: tuple[tuple[str, str], ...] = ()  # (as reported, as matched), rewritten before matching
+
+    def patterns(self) -> tuple[str, ...]:
+        return (*self.quantize, *self.layout, *self.pool, *self.linear, *self.not_add, *self.conv_before_pool,
+                *self.depthwise, *self.full, *self.pointwise, *(spelling for spelling, _ in self.spellings))
+
+
+# torch.profiler's dispatcher names (aten::conv2d, quantized::linear) for every torch form, and
+# the aten graph nodes the torch.ao and ExecuTorch layer comparisons report.
+TORCH_NAMES = OperatorNames(
+    quantize=("quantize_per_tensor", "quantize_per_channel", "dequantize"),
+    layout=("transpose", "permute", "contiguous", "to_mkldnn", "to_dense", "channels_last"),
+    pool=("pool", "mean"), linear=("linear", "addmm", "aten::matmul", "aten::mm"),
+    not_add=("addmm", "addcmul", "addcdiv", "addmv", "addbmm"))
+# ONNX Runtime's kernel op types (QLinearConv, DequantizeLinear, ReorderOutput, ReduceMean, QGemm).
+ONNXRUNTIME_NAMES = OperatorNames(quantize=("quantizelinear", "dequantize", "dynamicquantize"),
+                                  layout=("transpose", "reorder"), pool=("pool", "mean"), linear=("gemm", "matmul"))
+# XNNPACK's operator names, as ETDump reports them: "Convolution (NHWC, QC8) DWConv",
+# "Fully Connected (NC, F32) GEMM" (XNNPACK runs 1x1 convolutions as Fully Connected).
+XNNPACK_NAMES = OperatorNames(quantize=("convert (nc", "quantize ("), layout=("transpose", "copy (nc", "copy (nd"),
+                              pool=("pool", "mean"), linear=("fully connected", "gemm"),
+                              conv_before_pool=("fully connected",), depthwise=("dwconv",), full=("igemm",),
+                              pointwise=("gemm", "fully connected"))
+# TFLite's builtin operator names (CONV_2D, MEAN, FULLY_CONNECTED), which the LiteRT layer comparison reports.
+LITERT_NAMES = OperatorNames(pool=("mean",), linear=("fully connected",),
+                             spellings=(("fully_connected", "fully connected"),))
+# The node types of OpenVINO's CPU execution graph (Reorder, Pooling, FullyConnected).
+OPENVINO_NAMES = OperatorNames(layout=("reorder", "transpose"), pool=("pool", "mean"), linear=("fullyconnected",))
+
+TORCH_ONLY_WHEN_ASKED = "torch on aarch64 from PyPI is the CUDA build, about 3.3 GB with its nvidia-* wheels"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What every stage needs to know about one runtime; a Variant names one by `name`."""
+    # Also the name of its runner module under mobilenet/measure/runners: devices get no
+    # registry, so the worker is handed this name and imports the runner by it.
+    name: str
+    # pip distributions its runner imports, besides numpy; the first is its Runner.package,
+    # whose version the results show.
+    packages: tuple[str, ...]
+    profiler: str | None  # module under mobilenet/explain/profilers
+    numerics: str | None  # module under mobilenet/explain/numerics comparing its INT8 layers with FP32
+    operator_names: OperatorNames | None  # what its profiler's and layer comparison's names say
+    requirements: str | None  # list under mobilenet/measure/requirements for device mode; None: not shipped
+    only_when_asked: str | None = None  # why device mode installs that list only with --device-install
+    native_benchmark: str | None = None  # its own benchmark program, installed beside the Python executable
+    # What its profiler can see, where one profiler module serves several runtimes (torch's).
+    profiler_sees: str | None = None
+
+    @property
+    def runner(self) -> str:
+        return f"mobilenet.measure.runners.{self.name}"
+
+    @property
+    def runner_file(self) -> Path:
+        return PACKAGE_DIR / "measure" / "runners" / f"{self.name}.py"
+
+    @property
+    def requirements_file(self) -> Path | None:
+        return PACKAGE_DIR / "measure" / "requirements" / f"{self.requirements}.txt" if self.requirements else None
+
+    @property
+    def profiler_file(self) -> Path | None:
+        return PACKAGE_DIR / "explain" / "profilers" / f"{self.profiler}.py" if self.profiler else None
+
+    @property
+    def numerics_file(self) -> Path | None:
+        return PACKAGE_DIR / "explain" / "numerics" / f"{self.numerics}.py" if self.numerics else None
+
+
+RUNTIMES: tuple[Runtime, ...] = (
+    # No INT8 variant runs eagerly or on the lite interpreter, so neither has a layer comparison.
+    Runtime("torch_eager", ("torch", "torchvision"), profiler="torch", numerics=None, operator_names=TORCH_NAMES,
+            requirements="torch", only_when_asked=TORCH_ONLY_WHEN_ASKED,
+            profiler_sees="every aten operator eager PyTorch dispatches"),
+    Runtime("torchscript", ("torch",), profiler="torch", numerics="torch_ao", operator_names=TORCH_NAMES,
+            requirements="torch", only_when_asked=TORCH_ONLY_WHEN_ASKED,
+            profiler_sees="every aten/quantized operator the TorchScript interpreter dispatches"),
+    Runtime("lite_interpreter", ("torch",), profiler="torch", numerics=None, operator_names=TORCH_NAMES,
+            requirements="torch", only_when_asked=TORCH_ONLY_WHEN_ASKED,
+            profiler_sees="every aten operator the lite interpreter dispatches"),
+    Runtime("onnxruntime", ("onnxruntime",), profiler="onnxruntime", numerics="onnxruntime",
+            operator_names=ONNXRUNTIME_NAMES, requirements="onnxruntime"),
+    # Its profiler module reports why no per-operator profiler is reachable from Python.
+    Runtime("litert", ("ai-edge-litert",), profiler="litert", numerics="litert", operator_names=LITERT_NAMES,
+            requirements="litert", native_benchmark="litert-benchmark"),
+    Runtime("executorch", ("executorch", "torch"), profiler="executorch", numerics="executorch",
+            operator_names=XNNPACK_NAMES, requirements="executorch",
+            only_when_asked="ExecuTorch's Python runtime needs torch (on aarch64 PyPI's CUDA build, about 3.3 GB)"),
+    # No layer comparison is wired up for its INT8 IR yet, and no device list. Its package also
+    # installs benchmark_app, left unrecorded: the bench runs native programs with
+    # litert-benchmark's command line, which benchmark_app does not take.
+    Runtime("openvino", ("openvino",), profiler="openvino", numerics=None, operator_names=OPENVINO_NAMES,
+            requirements=None),
+    # No layer comparison is wired up for its INT8 package yet, and no device list.
+    Runtime("aoti", ("torch",), profiler="torch", numerics=None, operator_names=TORCH_NAMES, requirements=None,
+            profiler_sees="only the aten operators AOTInductor's compiled code calls (its fused C++ kernels, "
+                          "which hold the rest, run unseen between them)"),
+)
+RUNTIME_BY_NAME = {runtime.name: runtime for runtime in RUNTIMES}
+
+
+def runtime_of(variant: Variant) -> Runtime:
+    """The record of the runtime that runs `variant`."""
+    try:
+        return RUNTIME_BY_NAME[variant.runtime]
+    except KeyError:
+        raise KeyError(f"variant {variant.id!r} names runtime {variant.runtime!r}, which has no record; "
+                       f"known: {', '.join(RUNTIME_BY_NAME)}") from None
 
 
 TORCHSCRIPT_DEPRECATED = (
@@ -187,3 +321,91 @@ def select(pattern: str | None) -> list[Variant]:
         raise ValueError(f"matches no variant; known: "
                          f"{', '.join(v.id for v in VARIANTS)}")
     return chosen
+
+
+def _distribution(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _pinned(requirements_file: Path) -> set[str]:
+    """The distributions a requirements list names."""
+    names = set()
+    for line in requirements_file.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            names.add(_distribution(re.split(r"[\s<>=!~;\[]", line, maxsplit=1)[0]))
+    return names
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(PACKAGE_DIR.parent)) if path.is_relative_to(PACKAGE_DIR.parent) else str(path)
+
+
+def registry_problems(runtimes: tuple[Runtime, ...] = RUNTIMES, variants: tuple[Variant, ...] = VARIANTS,
+                      steps: tuple[Step, ...] = STEPS) -> list[str]:
+    """What a stage would trip over, one message each, naming the record and its field; empty when sound.
+
+    Reads files only (no runtime is imported), so it runs anywhere the repository is.
+    """
+    problems = []
+    names = [r.name for r in runtimes]
+    used = {v.runtime for v in variants}
+    int8 = {v.runtime for v in variants if v.precision != "fp32"}
+    for runtime in runtimes:
+        def problem(field_name: str, what: str, runtime=runtime) -> None:
+            problems.append(f"runtime {runtime.name!r}: {field_name}: {what}")
+        if names.count(runtime.name) > 1:
+            problem("name", f"{names.count(runtime.name)} records have it")
+        if runtime.name not in used:
+            problem("name", "no variant runs on it")
+        if not runtime.runner_file.is_file():
+            problem("runner", f"{_shown(runtime.runner_file)} does not exist")
+        if not runtime.packages:
+            problem("packages", "none named (its runner's own distribution comes first)")
+        if runtime.requirements_file is not None:
+            if not runtime.requirements_file.is_file():
+                problem("requirements", f"{_shown(runtime.requirements_file)} does not exist")
+            else:
+                pinned = _pinned(runtime.requirements_file)
+                for package in runtime.packages:
+                    if _distribution(package) not in pinned:
+                        problem("requirements", f"{_shown(runtime.requirements_file)} does not list {package}, "
+                                                f"which its runner imports")
+        elif runtime.only_when_asked:
+            problem("only_when_asked", "set, but there is no requirements list to install")
+        for other in runtimes:
+            if other.requirements == runtime.requirements and runtime.requirements \
+                    and other.only_when_asked != runtime.only_when_asked:
+                problem("only_when_asked", f"differs from {other.name!r}, which installs the same "
+                                           f"{runtime.requirements!r} list")
+                break
+        for field_name, module, path in (("profiler", runtime.profiler, runtime.profiler_file),
+                                         ("numerics", runtime.numerics, runtime.numerics_file)):
+            if path is not None and not path.is_file():
+                problem(field_name, f"{_shown(path)} does not exist")
+            if module and (runtime.operator_names is None or not runtime.operator_names.patterns()):
+                problem("operator_names", f"none, but its {field_name} module {module!r} reports operator "
+                                          f"names to classify")
+        if runtime.profiler == "torch" and not runtime.profiler_sees:
+            problem("profiler_sees", "none, but the torch profiler reports what each runtime it serves lets it see")
+        if runtime.numerics and runtime.name in used and runtime.name not in int8:
+            problem("numerics", f"{runtime.numerics!r} is named, but no INT8 variant runs on it")
+        if runtime.native_benchmark is not None and not runtime.native_benchmark.strip():
+            problem("native_benchmark", "blank; None when the runtime ships no benchmark program")
+    step_names = {s.name for s in steps}
+    for variant in variants:
+        if variant.runtime not in names:
+            problems.append(f"variant {variant.id!r}: runtime: {variant.runtime!r} names no Runtime record")
+        if variant.step not in step_names:
+            problems.append(f"variant {variant.id!r}: step: {variant.step!r} names no Step")
+        module = variant.builder.partition(":")[0]
+        builder_file = PACKAGE_DIR.parent.joinpath(*module.split(".")).with_suffix(".py")
+        if not module.startswith("mobilenet.") or not builder_file.is_file():
+            problems.append(f"variant {variant.id!r}: builder: {module!r} is no module file in mobilenet/")
+    for step in steps:
+        if not any(v.step == step.name for v in variants):
+            problems.append(f"step {step.name!r}: variants: none is built by it")
+        for need in step.needs:
+            if need not in step_names:
+                problems.append(f"step {step.name!r}: needs: {need!r} names no Step")
+    return problems

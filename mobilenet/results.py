@@ -20,7 +20,8 @@ from mobilenet.files import write_json
 
 SCHEMA = 2
 OK, DEGRADED, FAILED, SKIPPED = "ok", "DEGRADED", "FAILED", "skipped"
-STATUSES = (OK, DEGRADED, FAILED, SKIPPED)
+INCONCLUSIVE = "INCONCLUSIVE"  # the photos cannot tell ok from DEGRADED (mobilenet.accuracy)
+STATUSES = (OK, DEGRADED, INCONCLUSIVE, FAILED, SKIPPED)
 
 
 class ResultsError(ValueError):
@@ -64,7 +65,7 @@ class Result:
     variant: str
     runtime: str
     precision: str
-    status: str  # ok, DEGRADED, FAILED, skipped
+    status: str  # ok, DEGRADED, INCONCLUSIVE, FAILED, skipped
     status_reason: str
     summary: str
     threads: int
@@ -111,7 +112,7 @@ class Result:
 
     @property
     def measured(self) -> bool:
-        return self.status in (OK, DEGRADED)
+        return self.status in (OK, DEGRADED, INCONCLUSIVE)
 
 
 def result_path(results_dir: Path, variant: str, threads: int) -> Path:

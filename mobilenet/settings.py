@@ -4,17 +4,18 @@ travels to remote hosts. Settings, task help, validation and remote-bench all re
 Invoke calls pre-tasks without arguments, so options that must reach the whole chain
 (weights, mirror, image counts, build folder) are read from MOBILENET_* environment
 variables; an option given to a task overrides them for that task. Every value is checked
-up front and a bad one stops with one line naming the variable or option and the accepted
-form, before anything is deleted, downloaded or built.
+up front (mobilenet.tasks_support checks every task of the command line before any runs) and
+a bad one stops with one line naming the variable or option and the accepted form, before
+anything is deleted, downloaded or built.
 """
 from __future__ import annotations
 
 import math
 import os
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,6 +114,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("local_labels", _text, None, "CSV filename,label for --local-images"),
     Option("calib_count", _integer(1), 50, "calibration photos", True),
     Option("eval_count", _integer(1), 200, "evaluation photos", True),
+    Option("all_photos", _flag, False,
+           "all 1000 manifest photos, not the default 250 (needs internet: the offline mirror has only those): "
+           "calib_count calibrate, all the others are scored (eval_count does not apply)", True),
     Option("threads", parse_threads, (1,), "thread counts: 1, 1,2 or all", True),
     Option("only", _variant_globs, None, "variant globs, e.g. 'onnx-*,int8-*'", True),
     Option("sessions", _integer(1), 7, "fresh processes per variant (intervals need 2 or more)", True),
@@ -144,23 +148,46 @@ def task_help(*names: str) -> dict[str, str]:
     return {name: f"{BY_NAME[name].help} (env {BY_NAME[name].env})" for name in names}
 
 
+def _as_text(value) -> str:
+    """A value as its MOBILENET_* variable spells it: 1/0, comma-separated, empty for None."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return "" if value is None else str(value)
+
+
+def _given(option: Option, value, environ) -> tuple[object, str] | None:
+    """What the user wrote for this option, and where: the task's option (not None), else its
+    variable (not empty), else None."""
+    if value is not None:
+        return value, f"--{option.name.replace('_', '-')}"
+    if environ.get(option.env):
+        return environ[option.env], option.env
+    return None
+
+
+def written(name: str, value=None, environ=os.environ) -> str:
+    """A setting as written, checked but not parsed, for values passed on as text: remote-bench's
+    thread counts, where 'all' means each host's cores rather than this machine's. The task's
+    option, else its variable, else the schema's default."""
+    option = BY_NAME[name]
+    given = _given(option, value, environ)
+    if given is None:
+        return _as_text(option.default)
+    parse(option, *given)
+    return _as_text(given[0])
+
+
 def host_env(values: dict, environ=os.environ) -> dict[str, str]:
     """MOBILENET_* for remote hosts: this shell's, then the task's options, validated here
     so that a typo fails before any host is contacted."""
     env = {}
     for option in OPTIONS:
-        if not option.to_hosts:
-            continue
-        raw = values.get(option.name)
-        if raw is None:
-            raw = environ.get(option.env) or None
-            source = option.env
-        else:
-            source = f"--{option.name.replace('_', '-')}"
-        if raw is None:
-            continue
-        parse(option, raw, source)  # checked here; passed on as written ('all' means each host's cores)
-        env[option.env] = "1" if raw is True else str(raw)
+        given = _given(option, values.get(option.name), environ) if option.to_hosts else None
+        if given is not None:
+            parse(option, *given)  # checked here; passed on as written ('all' means each host's cores)
+            env[option.env] = _as_text(given[0])
     return env
 
 
@@ -182,6 +209,7 @@ class Settings:
     local_labels: str | None = _FROM_ENV
     calib_count: int = _FROM_ENV
     eval_count: int = _FROM_ENV
+    all_photos: bool = _FROM_ENV
     threads: tuple[int, ...] = _FROM_ENV
     only: str | None = _FROM_ENV
     sessions: int = _FROM_ENV
@@ -204,11 +232,15 @@ class Settings:
         for name in ("build_dir", "images_root", "manifest"):
             object.__setattr__(self, name, Path(getattr(self, name)))
 
-    def with_options(self, **options) -> "Settings":
-        """Apply task options (None: not given), each validated like its variable."""
+    def with_options(self, **options) -> Settings:
+        """Apply task options (None: not given), each validated like its variable; a name the
+        schema does not know is refused, so that a misspelt option cannot be dropped silently."""
+        unknown = [name for name in options if name not in BY_NAME]
+        if unknown:
+            raise SettingError(f"unknown setting {unknown[0]!r}; known: {', '.join(BY_NAME)}")
         given = {}
         for name, value in options.items():
-            if value is None or name not in BY_NAME:
+            if value is None:
                 continue
             option = BY_NAME[name]
             flag = isinstance(value, bool) and option.parse is _flag
@@ -218,15 +250,7 @@ class Settings:
     def as_env(self) -> dict[str, str]:
         """Every setting as its MOBILENET_* variable, for a child process whose Settings() must
         read back these very values (a task's options included)."""
-        env = {}
-        for option in OPTIONS:
-            value = getattr(self, option.name)
-            if isinstance(value, bool):
-                value = "1" if value else "0"
-            elif isinstance(value, tuple):
-                value = ",".join(map(str, value))
-            env[option.env] = "" if value is None else str(value)
-        return env
+        return {option.env: _as_text(getattr(self, option.name)) for option in OPTIONS}
 
     @property
     def images_dir(self) -> Path:

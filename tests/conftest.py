@@ -17,6 +17,23 @@ SHARED = REPO.parent / "shared"
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_float_from_qnnpack.pth"
 SAMPLE_IMAGES = SHARED / "imagenet-sample" / "images"
 
+# Tiers by what a test needs, so no test file keeps its own list: a test that takes one of these
+# fixtures is marked for it. The quick tier is `pytest -m "not slow"`.
+TIER_OF_FIXTURE = {
+    "chain": ("slow",),  # the whole Invoke chain on the shared weights (every variant built)
+    "tiny_env": ("slow",),  # runs `invoke` itself with the chain's tiny settings
+    "sshd": ("sshd",),  # a real OpenSSH server on 127.0.0.1
+    "arm64_host": ("arm64", "slow"),  # the emulated ARM64 host of .ci/arm64-host
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            for marker in TIER_OF_FIXTURE.get(fixture, ()):
+                item.add_marker(marker)
+
+
 requires_shared = pytest.mark.skipif(not WEIGHTS.exists() or not SAMPLE_IMAGES.is_dir(),
                                      reason=f"needs {SHARED} (offline weights and sample photos)")
 

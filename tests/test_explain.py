@@ -33,7 +33,7 @@ def _xnnpack_blocks(dw: str, fc: str, add: str) -> list:
     """The body of XNNPACK's MobileNet-V2 trace: stage by stage, inverted residual blocks as
     [DWConv, FC (project)] or [FC (expand), DWConv, FC (project)], plus an Add where residual."""
     runs = []
-    for expansion, _, repeats, stride in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+    for expansion, _, repeats, _stride in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
                                           (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)):
         for index in range(repeats):
             runs += ([[fc, 1]] if expansion != 1 else []) + [[dw, 1], [fc, 1]]
@@ -219,7 +219,8 @@ def explained(tmp_path_factory):
 def test_every_selected_variant_gets_a_row_and_unbuilt_ones_say_why(explained):
     from mobilenet.explain import pipeline
     build, _, summary = explained
-    profiles = {p.variant: p for p in records.load_all(pipeline.explain_dir(build) / "profile", records.OperatorProfile)}
+    profile_dir = pipeline.explain_dir(build) / "profile"
+    profiles = {p.variant: p for p in records.load_all(profile_dir, records.OperatorProfile)}
     assert set(profiles) == {"fp32-eager", "int8-dynamic", "litert-fp32", "litert-int8"}
     for variant in ("fp32-eager", "int8-dynamic"):
         p = profiles[variant]

@@ -22,6 +22,7 @@ import paramiko
 import pytest
 
 from mobilenet.remote import chain as remote
+from mobilenet.remote import ssh
 
 PROJECT = "/home/pi/mobilenet-bench/pi"
 GOOD = b'{"variant": "fp32-eager"}'
@@ -166,7 +167,7 @@ def test_fetch_caps_what_a_host_can_send(tmp_path, limits, entries, claimed, mes
     final = tmp_path / "build" / "remote" / "pi"
     (final / "results").mkdir(parents=True)
     (final / "results" / "old.json").write_text("{}")
-    with pytest.raises(remote.RemoteError, match=message):
+    with pytest.raises(ssh.RemoteError, match=message):
         remote.fetch(HostileHost([Entry("results", "dir"), Entry("logs", "dir"), *entries], claimed),
                      PROJECT, final, tmp_path / "build" / "tmp", **limits)
     assert _files_under(final) == {"results", "results/old.json"}, "the previous copy is kept whole"
@@ -202,11 +203,11 @@ def test_env_names_that_are_not_names_are_refused(tmp_path, name):
                                   "-oProxyCommand=x", "pi@", "a\\b"])
 def test_hosts_that_are_paths_are_refused(spec):
     with pytest.raises(ValueError, match=r"--hosts: .* is not a host"):
-        remote.parse_hosts(spec)
+        ssh.parse_hosts(spec)
 
 
 @pytest.mark.parametrize("name", [".", "..", "../x", ""])
 def test_a_host_folder_never_leaves_build_remote(tmp_path, name):
     plan = remote.make_plan("pi", {}, build_dir=tmp_path / "build", environ={})
-    with pytest.raises(remote.RemoteError, match="would leave"):
-        plan.local_dir(remote.Host(name, name))
+    with pytest.raises(ssh.RemoteError, match="would leave"):
+        plan.local_dir(ssh.Host(name, name))

@@ -12,7 +12,7 @@ from conftest import REPO
 from PIL import Image
 
 from mobilenet.bench import compare
-from mobilenet.registry import REFERENCE_ID, by_id
+from mobilenet.registry import REFERENCE_ID, VARIANTS, by_id
 from mobilenet.report import markdown as report
 from mobilenet.report import plots
 from mobilenet.results import Environment, Result, write_result
@@ -68,6 +68,23 @@ def table_row(text: str, heading: str, variant: str) -> list[str]:
     section = text[text.index(heading):]
     line = next(line for line in section.splitlines() if line.startswith(f"| `{variant}`"))
     return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def tables(text: str) -> list[tuple[int, list[str], dict[str, list[str]]]]:
+    """Every markdown table in `text`: (offset of its header line, header cells, {variant: cells})."""
+    found, offset, current = [], 0, None
+    for line in text.splitlines(keepends=True):
+        if line.startswith("|"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if current is None:
+                current = (offset, cells, {})
+                found.append(current)
+            elif not set(line.strip()) <= set("|-"):
+                current[2][cells[0].strip("`")] = cells
+        else:
+            current = None
+        offset += len(line)
+    return found
 
 
 def image_links(markdown: str) -> list[str]:
@@ -133,6 +150,89 @@ def test_thread_sweep_renders_the_scaling_table(sweep_report):
     assert "### 1 thread\n" in text and "### 2 threads\n" in text
 
 
+MAIN_COLUMNS = ["variant", "size MB", "p50 ms (95% rerun)", "speed-up (95% rerun)", "top-1 %", "agree %", "status"]
+# The columns of the report's tables before the main table was narrowed: none may be lost.
+EARLIER_COLUMNS = ["runtime", "size MB", "vs FP32", "p50 ms (95% rerun)", "p90 ms", "speed-up (95% rerun)", "load ms",
+                   "peak RSS MB", "CPU", "energy mJ/inf", "top-1 %", "top-5 %", "agree %", "status", "mean ms",
+                   "p99 ms", "std ms", "CV %", "round CV %", "p50 per session ms", "first inference ms", "timed runs",
+                   "CPU s", "threads", "max abs Δlogit", "tied top-1 rows"]
+
+
+def test_report_opens_with_the_answer_then_a_narrow_main_table_then_the_details(sweep_report):
+    text = sweep_report.read_text()
+    summary, one, two = (text.index(s) for s in ("## Summary\n", "**box-a (Test CPU)**, 1 thread:",
+                                                  "**box-a (Test CPU)**, 2 threads:"))
+    machine = text.index("## box-a (Test CPU)\n")
+    assert summary < one < two < machine < tables(text)[0][0], "the summary comes before every table"
+    assert text[one:two].splitlines()[2:6] == [
+        "- Fastest: `onnx-int8`, p50 6.00 (5.82–6.18) ms, 3.33× (3.23×–3.43×) eager FP32; its interval clears "
+        "the runner-up `onnx-fp32` (8.00 (7.76–8.24) ms).",
+        "- Smallest file: `onnx-int8`, `int8-static-fbgemm`, 3.90 MB (tied).",
+        "- Best accuracy per MB: `onnx-int8`, 75.0 % top-1 in 3.90 MB (19.2 %/MB).",
+        "- `litert-int8` is FAILED: agreement 50.0% (needs \\>= 80%)."]
+    assert "- `int8-static-fbgemm` is FAILED" in text[two:machine] and "p50 4.00 (3.88–4.12) ms" in text[two:machine]
+    assert "- Fastest" not in text[machine:], "the summary is not repeated in the machine's section"
+
+    section = text[text.index("### 1 thread\n"):text.index("### 2 threads\n")]
+    (main_at, main_headers, main_rows), *details = tables(section)
+    assert main_headers == MAIN_COLUMNS
+    assert list(main_rows) == ["fp32-eager", "int8-static-fbgemm", "onnx-fp32", "onnx-int8", "litert-int8",
+                               "executorch-fp32"]
+    assert main_rows["fp32-eager"] == ["`fp32-eager`", "14.20", "20.00 (19.40–20.60)", "1.00× (0.97×–1.03×)",
+                                       "75.0", "100.0", "ok"]
+    # A FAILED variant's latency stays withheld; the reasons, which are long, are in the details.
+    assert main_rows["litert-int8"] == ["`litert-int8`", "3.90", "—", "—", "75.0", "100.0", "**FAILED**"]
+    assert main_rows["executorch-fp32"] == ["`executorch-fp32`", "—", "—", "—", "—", "—", "skipped"]
+
+    # The details: below the main table, folded, every variant's row, every other column.
+    assert len(details) == 2
+    assert main_at < section.index("<details>") < details[0][0] < details[1][0] < section.index("</details>")
+    detail_columns = [h for _, headers, _ in details for h in headers[1:]]
+    assert len(detail_columns) == len(set(detail_columns)) and not set(detail_columns) & set(MAIN_COLUMNS)
+    assert set(EARLIER_COLUMNS) <= set(MAIN_COLUMNS) | set(detail_columns)
+    assert all(list(rows) == list(main_rows) for _, _, rows in details)
+
+    def detail(variant):
+        return {h: cell for _, headers, rows in details for h, cell in zip(headers[1:], rows[variant][1:])}
+    assert detail("fp32-eager") == {
+        "p90 ms": "24.00", "p99 ms": "30.00", "mean ms": "21.00", "std ms": "2.00", "CV %": "10.0",
+        "round CV %": "5.0", "p50 per session ms": "20.00 / 20.00 / 20.00 / 20.00 / 20.00", "timed runs": "200",
+        "first inference ms": "40.0", "load ms": "50", "runtime": "torch\\_eager", "vs FP32": "1.00×",
+        "peak RSS MB": "300", "CPU": "98%", "CPU s": "4.00", "threads": "1 → 1", "energy mJ/inf": "n/a (no RAPL)",
+        "top-5 %": "90.0", "max abs Δlogit": "0.01", "tied top-1 rows": "—", "status and reason": "ok"}
+    failed = detail("litert-int8")
+    assert failed["status and reason"] == "**FAILED**: agreement 50.0% (needs \\>= 80%)"
+    assert failed["p90 ms"] == failed["p50 per session ms"] == failed["first inference ms"] == "—"
+    assert failed["load ms"] == "50" and failed["peak RSS MB"] == "300" and failed["vs FP32"] == "0.27×"
+    assert detail("executorch-fp32")["status and reason"] == "skipped: runtime not installed"
+    # The environment block follows the numbers it describes, before the notes.
+    assert text.index("### Thread scaling") < text.index("### Environment") < text.index("## Notes")
+
+
+def test_main_table_of_every_variant_fits_a_laptop_screen():
+    def main_lines(statuses: dict) -> list[str]:
+        rows = [make_result(v.id, 35.75 if v.id == REFERENCE_ID else 9.5 + 2.5 * i, eager_p50=35.75, ci=0.1,
+                            status=statuses.get(v.id, "ok")) for i, v in enumerate(VARIANTS)]
+        for r in rows:
+            if r.status == "FAILED":
+                r.status_reason = "build error: the converter stopped with a message long enough to widen any table"
+        text = report.render(rows)
+        section = text[text.index("### 1 thread\n"):]
+        main_at, headers, main_rows = tables(section)[0]
+        assert headers == MAIN_COLUMNS and list(main_rows) == [v.id for v in VARIANTS]
+        assert "the converter stopped" not in section[:section.index("<details>")]
+        assert ("the converter stopped" in section[section.index("<details>"):]) == ("FAILED" in statuses.values())
+        return section[main_at:].splitlines()[:2 + len(VARIANTS)]
+
+    every_variant_ok = main_lines({})
+    assert max(map(len, every_variant_ok)) <= 110, "\n".join(every_variant_ok)
+    # Reasons stay out of the main table: a flagged row widens it by its status word alone.
+    flagged = main_lines({"int8-dynamic": "DEGRADED", "litert-int8": "FAILED", "aoti-int8": "skipped"})
+    widened = len("**FAILED**") - len("status")
+    assert [len(line) for line in flagged] == [len(line) + widened for line in every_variant_ok]
+    assert [line.split("|")[-2].strip() for line in flagged[2:]].count("ok") == len(VARIANTS) - 3
+
+
 def test_two_machines_get_a_cross_machine_table(tmp_path):
     build = tmp_path / "build"
     write_machine(build / "results", "box-a (Test CPU)", {"fp32-eager": 20.0, "onnx-fp32": 8.0, "onnx-int8": 5.0})
@@ -151,7 +251,12 @@ def test_two_machines_get_a_cross_machine_table(tmp_path):
     # Each machine keeps its own environment block, main table and charts.
     assert text.index(heading) < text.index("## box-a (Test CPU)") < text.index("## pi5 (Cortex-A76)")
     assert "| machine                         | pi5 (Cortex-A76)" in text
-    assert table_row(text, "## pi5 (Cortex-A76)", "onnx-fp32")[4] == "60.00 (58.20–61.80)"
+    assert table_row(text, "## pi5 (Cortex-A76)", "onnx-fp32")[2] == "60.00 (58.20–61.80)"
+    # The answer for each machine opens the report, before any table.
+    summary = text[text.index("## Summary"):text.index(heading)]
+    assert summary.index("**box-a (Test CPU)**, 1 thread:") < summary.index("**pi5 (Cortex-A76)**, 1 thread:")
+    assert "- Fastest: `onnx-int8`, p50 30.00 (29.10–30.90) ms" in summary
+    assert "| " not in summary
     links = image_links(text)
     assert {link.split("/")[1] for link in links} == {"box-a-test-cpu", "pi5-cortex-a76"}
     assert all((build / link).is_file() for link in links)
@@ -164,7 +269,7 @@ def test_folders_merge_once_and_first_result_wins(tmp_path):
     folders = report.result_folders(build, [str(build / "results"), str(tmp_path / "old")])
     assert folders == [build / "results", tmp_path / "old"]
     text = report.write(folders, build / "report.md")[0].read_text()
-    assert table_row(text, "### 1 thread", "onnx-fp32")[4] == "8.00 (7.76–8.24)"
+    assert table_row(text, "### 1 thread", "onnx-fp32")[2] == "8.00 (7.76–8.24)"
     assert "Ignored 2 result(s)" in text and "Across machines" not in text
     with pytest.raises(ValueError, match="no such results folder"):
         report.result_folders(build, [str(tmp_path / "missing")])
@@ -189,7 +294,7 @@ def test_compare_judges_by_intervals_and_flags_lost_variants():
     assert by_variant["fp32-eager"].verdict == "unchanged (inside the old run's rerun interval)"
     assert [(x.variant, x.new_status) for x in result.lost] == [("litert-int8", "FAILED"),
                                                                   ("executorch-int8", "skipped")]
-    assert [getattr(c, "variant") for c in result.regressions] == ["onnx-fp32", "litert-int8", "executorch-int8"]
+    assert [c.variant for c in result.regressions] == ["onnx-fp32", "litert-int8", "executorch-int8"]
     assert [c.variant for c in result.improvements] == ["int8-dynamic"]
     text = compare.render(result)
     assert "| `onnx-fp32`" in text and "+20.0 %" in text and "REGRESSED: FAILED now" in text

@@ -1,9 +1,9 @@
 """Two result folders side by side: which variants got slower or faster, judged by intervals.
 
 A change counts only when the new p50 lies outside the old run's 95 % rerun interval (the
-range a rerun of the old code lands in; timing.Interval), so the difference is not the
-machine's noise, and it is larger than the threshold (it matters). A variant that was measured before and is FAILED or skipped now
-is a regression whatever its timing.
+range a rerun of the old code lands in; stats.Interval), so the difference is not the
+machine's noise, and it is larger than the threshold (it matters). A variant that was
+measured before and is FAILED or skipped now is a regression whatever its timing.
 """
 from __future__ import annotations
 

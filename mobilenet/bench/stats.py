@@ -94,7 +94,7 @@ class Interval:
             return None
         return (self.high - self.low) / 2 / self.estimate * 100
 
-    def clears_below(self, other: "Interval") -> bool:
+    def clears_below(self, other: Interval) -> bool:
         """True when this interval lies wholly below the other (both must be known)."""
         return self.high is not None and other.low is not None and self.high < other.low
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from mobilenet import accuracy, logs
 from mobilenet.bench.energy import RaplMeter
-from mobilenet.bench.stats import cv, median_round_ratio, session_interval, summarize
+from mobilenet.bench.rows import accuracy_fields, make_result
 from mobilenet.build.step import (
     artifact_problem,
     check_logits_path,
@@ -33,12 +33,11 @@ from mobilenet.data.store import Prepared, prepare
 from mobilenet.files import hold_build_lock, read_json
 from mobilenet.freshness import is_fresh, module_files, record_stamp, stamp_path
 from mobilenet.measure.session import SessionPlan, Take, run_session
-from mobilenet.registry import REFERENCE_ID, Variant, select
+from mobilenet.registry import REFERENCE_ID, Variant, runtime_of, select
 from mobilenet.results import (
     FAILED,
     OK,
     SKIPPED,
-    Environment,
     MachineLoad,
     Result,
     base_environment,
@@ -51,9 +50,10 @@ from mobilenet.settings import Settings
 log = logging.getLogger("mobilenet.bench.step")
 
 # Code whose edit changes what a measurement means.
-MEASUREMENT_CODE = ("mobilenet.bench.step", "mobilenet.bench.stats", "mobilenet.measure.session",
-                    "mobilenet.measure.worker", "mobilenet.measure.timing", "mobilenet.data.preprocess",
-                    "mobilenet.accuracy", "mobilenet.measure.npyimages", "mobilenet.measure.runners")
+MEASUREMENT_CODE = ("mobilenet.bench.step", "mobilenet.bench.rows", "mobilenet.bench.stats",
+                    "mobilenet.measure.session", "mobilenet.measure.worker", "mobilenet.measure.timing",
+                    "mobilenet.data.preprocess", "mobilenet.accuracy", "mobilenet.measure.npyimages",
+                    "mobilenet.measure.runners")
 
 
 class BenchError(RuntimeError):
@@ -93,11 +93,14 @@ def _native_benchmark(variant: Variant, artifact: Path, threads: int, settings: 
     """The runtime's own benchmark program on the same artifact and threads, if its package ships one.
 
     Run between sessions, so it sees the same machine as the worker; comparing its median
-    with ours puts a number on what our harness costs per call.
+    with ours puts a number on what our harness costs per call. The program is the one the
+    runtime's record names (Runtime.native_benchmark), called with litert-benchmark's options,
+    the only program recorded.
     """
-    if variant.runtime != "litert":
+    program = runtime_of(variant).native_benchmark
+    if program is None:
         return None
-    tool = Path(sys.executable).with_name("litert-benchmark")
+    tool = Path(sys.executable).with_name(program)
     if not tool.exists():
         return None
     with tempfile.TemporaryDirectory() as scratch:
@@ -107,7 +110,7 @@ def _native_benchmark(variant: Variant, artifact: Path, threads: int, settings: 
                    "--num_runs", str(runs), "--warmup_runs", str(settings.warmup), "--result_json", str(out)]
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
         if done.returncode != 0 or not out.exists():
-            log.warning("  litert-benchmark failed on %s (exit %d); see the bench log", variant.id, done.returncode)
+            log.warning("  %s failed on %s (exit %d); see the bench log", program, variant.id, done.returncode)
             log.debug("%s\n%s", done.stdout[-2000:], done.stderr[-2000:])
             return None
         return json.loads(out.read_text()).get("latency")
@@ -117,9 +120,7 @@ def _accuracy_fields(variant: Variant, settings: Settings, data: Prepared) -> di
     models = settings.models_dir
     reference = np.load(reference_logits_path(settings))
     logits = reference if variant.id == REFERENCE_ID else np.load(check_logits_path(models, variant))
-    scores = accuracy.score(logits, reference, data.labels)
-    return {"top1_pct": scores.top1_pct, "top5_pct": scores.top5_pct, "agreement_pct": scores.agreement_pct,
-            "max_abs_dlogit": scores.max_abs_dlogit, "tied_top1_rows": scores.tied_top1_rows}
+    return accuracy_fields(accuracy.score(logits, reference, data.labels))
 
 
 def _status(variant: Variant, meta: dict, env_base: dict) -> tuple[str, str]:
@@ -131,64 +132,18 @@ def _status(variant: Variant, meta: dict, env_base: dict) -> tuple[str, str]:
     return check.get("status", OK), check.get("facts", "")
 
 
-def _cpu_util(takes: list[Take]) -> float | None:
-    cpu = sum(t.finish.get("cpu_time_s") or 0 for t in takes)
-    wall = sum((t.finish.get("cpu_time_s") or 0) * 100 / t.finish["cpu_util_pct"]
-               for t in takes if t.finish.get("cpu_util_pct"))
-    return 100 * cpu / wall if wall else None
-
-
 def _result(variant: Variant, meta: dict, sessions: list[dict[str, Take]], threads: int, env_base: dict,
-            data: Prepared, settings: Settings, energy_source: str, native: dict | None) -> Result:
-    takes = [s[variant.id] for s in sessions if variant.id in s]
-    first = takes[0].ready if takes else {}
-    env = Environment(**env_base, threads_requested=threads, threads_effective=first.get("threads_effective"),
-                      quantized_engine=variant.engine, runtime_versions=first.get("versions", {}))
-    common = dict(variant=variant.id, runtime=variant.runtime, precision=variant.precision, summary=variant.summary,
-                  threads=threads, env=env, build=meta,
-                  runtime_version=first.get("versions", {}).get(first.get("package", "")), deprecated=variant.deprecated,
-                  preprocess_ms=data.preprocess_ms,
-                  inputs={"artifact_sha256": meta.get("artifact_sha256"), "data_sha256": data.fingerprint})
-    if meta.get("status") in (SKIPPED, FAILED):  # decided at build time: nothing to time
-        return Result(status=meta["status"], status_reason=meta.get("reason", ""), **common)
-    problem = next((t.skipped or t.error for t in takes if not t.ran), None)
-    if problem:
-        skipped = all(t.skipped for t in takes if not t.ran)
-        return Result(status=SKIPPED if skipped else FAILED,
-                      status_reason=problem if skipped else f"error while measuring: {problem}", **common)
+            data: Prepared, settings: Settings, native: dict | None) -> Result:
+    """This machine's row: verdict and answers from the build check, the runtime's own benchmark beside ours."""
+    built = meta.get("status") in (SKIPPED, FAILED)  # decided at build time: nothing to time
 
-    status, reason = _status(variant, meta, env_base)
-    energy_j = sum(t.energy_j for t in takes)
-    timing = timing_fields(takes, [s[REFERENCE_ID] for s in sessions])
-    return Result(status=status, status_reason=reason, **common, **timing,
-                  energy_mj_per_inference=(energy_j * 1000 / timing["runs"]) if energy_source == "RAPL" else None,
-                  native_benchmark=native, **_accuracy_fields(variant, settings, data))
+    def score() -> tuple[str, str, dict]:
+        status, reason = _status(variant, meta, env_base)
+        return status, reason, {"native_benchmark": native, **_accuracy_fields(variant, settings, data)}
 
-
-def timing_fields(takes: list[Take], reference: list[Take] | None) -> dict:
-    """The Result's timing fields from one variant's sessions: p50 and the speed-up over the
-    reference taken in the same sessions, each with its 95 % rerun interval over sessions, and the
-    pooled distribution. reference None (a device without eager FP32): no speed-up."""
-    first = takes[0].ready
-    session_p50 = [statistics.median(t.samples) for t in takes]
-    p50 = session_interval(session_p50)
-    samples = [s for t in takes for s in t.samples]
-    pooled = summarize(samples)
-    fields = dict(
-        size_mb=first["size_bytes"] / 1e6, load_ms=first["load_ms"], first_inference_ms=first["first_inference_ms"],
-        sessions=len(takes), runs=len(samples), rounds=sum(len(t.rounds) for t in takes),
-        mean_ms=pooled.mean_ms, p50_ms=p50.estimate, p50_ci_ms=[p50.low, p50.high] if p50.low else None,
-        session_p50_ms=session_p50, p90_ms=pooled.p90_ms, p99_ms=pooled.p99_ms, std_ms=pooled.std_ms, cv=pooled.cv,
-        round_cv=cv(statistics.median(r) for t in takes for r in t.rounds if r),
-        peak_rss_mb=max(t.finish.get("peak_rss_mb") or 0 for t in takes) or None,
-        cpu_time_s=sum(t.finish.get("cpu_time_s") or 0 for t in takes), cpu_util_pct=_cpu_util(takes),
-        cpu_affinity=sorted({cpu for t in takes for cpu in t.ready.get("cpu_affinity", [])}))
-    if reference is not None:
-        session_speedups = [median_round_ratio(ref.rounds, t.rounds) for ref, t in zip(reference, takes)]
-        speedup = session_interval(session_speedups)
-        fields.update(speedup_vs_eager=speedup.estimate, session_speedups=session_speedups,
-                      speedup_ci=[speedup.low, speedup.high] if speedup.low else None)
-    return fields
+    return make_result(variant, meta, sessions, threads, env_base, score,
+                       not_run=(meta["status"], meta.get("reason", "")) if built else None,
+                       preprocess_ms=data.preprocess_ms)
 
 
 def bench_threads(variants: list[Variant], threads: int, settings: Settings, data: Prepared,
@@ -213,7 +168,8 @@ def bench_threads(variants: list[Variant], threads: int, settings: Settings, dat
             takes = run_session(entries, plan, index, load_alone=index == 0, meter=meter)
             sessions.append(takes)
             if not takes[REFERENCE_ID].ran:
-                raise BenchError(f"the FP32 eager reference could not run: {takes[REFERENCE_ID].error or takes[REFERENCE_ID].skipped}")
+                reference = takes[REFERENCE_ID]
+                raise BenchError(f"the FP32 eager reference could not run: {reference.error or reference.skipped}")
             for v in runnable:
                 if takes[v.id].ran:
                     native = _native_benchmark(v, v.artifact_path(models), threads, settings)
@@ -226,10 +182,11 @@ def bench_threads(variants: list[Variant], threads: int, settings: Settings, dat
         native = None
         if natives.get(v.id):
             runs = [n for n in natives[v.id] if "median_ms" in n]
-            native = {"tool": "litert-benchmark", "sessions": len(runs), "calls_per_session": runs[0]["num_runs"],
+            native = {"tool": runtime_of(v).native_benchmark, "sessions": len(runs),
+                      "calls_per_session": runs[0]["num_runs"],
                       "median_ms": statistics.median(n["median_ms"] for n in runs),
                       "session_median_ms": [n["median_ms"] for n in runs]} if runs else None
-        results.append(_result(v, metas[v.id], sessions, threads, env_base, data, settings, meter.reason, native))
+        results.append(_result(v, metas[v.id], sessions, threads, env_base, data, settings, native))
     return results
 
 

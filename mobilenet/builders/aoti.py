@@ -6,9 +6,8 @@ FP32 graph. INT8 is PT2E post-training quantization with X86InductorQuantizer, c
 on the real calibration photos; Inductor's freezing passes then fuse each
 dequantize -> conv -> quantize pattern into a oneDNN int8 convolution with prepacked weights.
 
-Compiling costs 45-70 s of CPU per package, once, at build time: about 20 s of it is g++ on the
-package's C++ (AOTInductor's runtime is compiled into every package), and the first package on
-a machine also pays ~30 s for Inductor's vector-ISA probe and precompiled headers, kept in /tmp.
+Compiling is most of this step's cost, paid once at build time: g++ compiles AOTInductor's runtime
+into every package, and the first package on a machine also fills Inductor's cache in /tmp.
 torchao is imported inside the INT8 builder: the FP32 path has no use for it.
 """
 from __future__ import annotations
@@ -21,10 +20,8 @@ from pathlib import Path
 from mobilenet.logs import output_to_log
 from mobilenet.measure.runners import RuntimeUnavailable
 
-# FP32 compiles as exported. Freezing (weights as constants, folded and prepacked into oneDNN
-# layouts) made FP32 ~3x slower at 1 thread on this CPU (AVX2 EPYC, oneDNN prepacked
-# convolutions); freezing without prepacking was no faster than none. INT8 needs freezing:
-# the passes that fuse dequantize -> conv -> quantize into oneDNN int8 convolutions run in it.
+# FP32 compiles unfrozen (aoti-fp32's `tuning` in mobilenet/registry.py says why); INT8 needs
+# freezing: the passes that fuse dequantize -> conv -> quantize into oneDNN int8 convolutions run in it.
 FP32_INDUCTOR_CONFIGS: dict = {}
 INT8_INDUCTOR_CONFIGS = {"freezing": True}
 
@@ -79,11 +76,8 @@ def _quantizer(reduce_range: bool):
     return X86InductorQuantizer().set_global(config), config, prepare_pt2e, convert_pt2e
 
 
-# reduce_range: 7-bit activations, which X86InductorQuantizer's own docs advise on CPUs
-# without VNNI (as this one), where u8 x s8 products saturate in int16. Activations keep the
-# default HistogramObserver: 96.5 % top-1 agreement with eager FP32 on 200 photos (compiled);
-# a MinMaxObserver agreed 94 % on the first 100 (q/dq reference run) and calibrated 50 photos
-# in ~45 s of CPU instead of ~80 s, the observers' aminmax/histc being most of the build.
+# reduce_range, as X86InductorQuantizer's own docs advise on CPUs without VNNI; the observer choice
+# is aoti-int8's `tuning` in mobilenet/registry.py.
 INT8_SETTINGS = {"quantizer": "X86InductorQuantizer", "reduce_range": True}
 
 

@@ -45,9 +45,9 @@ def _import_lowering(log: logging.Logger):
 
 def _lower_and_write(exported, out: Path, log: logging.Logger) -> dict:
     """Lower an ExportedProgram to XNNPACK, write the .pte; report what was not delegated."""
-    to_edge_transform_and_lower, XnnpackPartitioner = _import_lowering(log)
+    to_edge_transform_and_lower, xnnpack_partitioner = _import_lowering(log)
     with output_to_log(log, "executorch lowering"):
-        edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+        edge = to_edge_transform_and_lower(exported, partitioner=[xnnpack_partitioner()])
         program = edge.to_executorch()
     graph = edge.exported_program().graph
     delegates = sum(1 for n in graph.nodes if n.op == "call_function"
@@ -120,7 +120,7 @@ def export_int8(ctx, out: Path) -> dict:
     }
     written = _lower_and_write(exported, out, ctx.log)
     # Kept for `invoke explain`, whose layer-by-layer comparison needs the program before
-    # lowering: without it, explain rebuilds and recalibrates it (25 s). Not an artifact: a
+    # lowering: without it, explain rebuilds and recalibrates it. Not an artifact: a
     # device never gets it, and the variant's size is the .pte's alone.
     with atomic_path(pt2e_program_path(ctx.variant.artifact_path(ctx.settings.models_dir))) as program:
         torch.export.save(exported, str(program))

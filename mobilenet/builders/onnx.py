@@ -18,13 +18,8 @@ from mobilenet.measure.runners import RuntimeUnavailable
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
-# Chosen by top-1 agreement with eager FP32 on 200 real photos, 50 calibration photos
-# (x86 AVX2 without VNNI, onnxruntime 1.32). u8 activations x s8 weights run on
-# vpmaddubsw, whose int16 pair sums saturate with full-range weights: per-channel without
-# reduce_range agreed 85 %, with 7-bit weights (reduce_range) 93.5 % (MinMax) and 95 %
-# (Percentile 99.999). Entropy matched MinMax; s8 activations were as accurate but slower;
-# u8 weights agreed 97 %, but ONNX Runtime's u8 x u8 kernels ran ~3.5x slower than FP32
-# on this CPU, which defeats the point of INT8.
+# The most accurate settings that stay fast on CPUs without VNNI; what was compared, and why these
+# won, is onnx-int8's `tuning` in mobilenet/registry.py (the text the report shows).
 INT8_SETTINGS = {
     "quant_format": "QDQ",
     "activation_type": "QUInt8",

@@ -20,13 +20,8 @@ from mobilenet.measure.runners import RuntimeUnavailable
 
 INPUT_SHAPE = [1, 3, 224, 224]
 
-# Chosen by top-1 agreement with eager FP32 on 200 real photos, 50 calibration photos (x86
-# AVX2 without VNNI, OpenVINO 2026.4, NNCF 3.4): NNCF's defaults (PERFORMANCE preset:
-# symmetric int8 weights per channel and activations, overflow fix on the first layer only)
-# agreed 94.5 %; the MIXED preset (asymmetric activations) 95.5 %; the overflow fix on every
-# layer 97.5 % at the same speed. Without VNNI, u8 x s8 products run on vpmaddubsw whose
-# int16 pair sums saturate with full-range weights; the overflow fix quantizes weights to
-# 7 bits so they cannot (ONNX Runtime's `reduce_range` does the same, see convert_onnx).
+# The overflow fix on every layer keeps INT8 accurate on CPUs without VNNI; what was compared, and
+# why this won, is openvino-int8's `tuning` in mobilenet/registry.py (the text the report shows).
 INT8_SETTINGS = {"preset": "PERFORMANCE", "overflow_fix": "ENABLE", "fast_bias_correction": True}
 
 
@@ -46,7 +41,7 @@ def _package_version(name: str) -> str:
 
 def _convert(ctx):
     """The FP32 model as an openvino.Model with a fixed [1, 3, 224, 224] input: converted
-    once per step (10 s), a copy for each builder."""
+    once per step, a copy for each builder."""
     def convert():
         import torch
         ov = _require("openvino")

@@ -1,5 +1,5 @@
 """Explain the numbers: where each variant's time goes, which layers lose accuracy in INT8,
-and why INT8 wins or loses on this CPU (issue 10).
+and why INT8 wins or loses on this CPU.
 
 `run(settings, force=False)` profiles every variant with its runtime's own profiler,
 compares every INT8 variant's layers with FP32, and writes verdicts, as JSON under

@@ -9,8 +9,15 @@ TorchScript graphs). But every runtime runs MobileNet-V2's 52 convolutions in th
 order, so a call's convolutions are matched to the architecture's own list, in order.
 When a call's count differs, only what the name itself says is used (XNNPACK names its
 depthwise kernels DWConv) and the rest is "other": never a guess.
+
+What each runtime's names say is in its record (mobilenet.registry, Runtime.operator_names).
+A call is classified with every runtime's names together: no runtime's name says one kind
+in one runtime and another in another, and a layer comparison may report another
+runtime's names (ExecuTorch's compares aten graph nodes).
 """
 from __future__ import annotations
+
+from mobilenet.registry import RUNTIMES
 
 CONV_1X1 = "1x1 conv"
 CONV_DW = "depthwise 3x3 conv"
@@ -44,20 +51,27 @@ def _mobilenet_v2_convs() -> tuple[str, ...]:
 
 MOBILENET_V2_CONVS = _mobilenet_v2_convs()
 
+
+def _every_runtime(field: str) -> tuple:
+    """One field of every runtime's operator names, in registry order, each pattern once."""
+    return tuple(dict.fromkeys(pattern for runtime in RUNTIMES if runtime.operator_names
+                               for pattern in getattr(runtime.operator_names, field)))
+
+
 # Lower-case substrings, checked in this order: the first that matches decides.
 _BY_NAME = (
     # quantize/dequantize first: "Convert (NC, F32, QS8)" and "DequantizeLinear" must not
     # fall through to the patterns below.
-    (QDQ, ("quantize_per_tensor", "quantize_per_channel", "dequantize", "quantizelinear",
-           "dynamicquantize", "convert (nc", "quantize (")),
-    (LAYOUT, ("transpose", "permute", "reorder", "contiguous", "to_mkldnn", "to_dense",
-              "copy (nc", "copy (nd", "channels_last")),
-    (POOL, ("pool", "mean")),
+    (QDQ, _every_runtime("quantize")),
+    (LAYOUT, _every_runtime("layout")),
+    (POOL, _every_runtime("pool")),
 )
-# "add" is also in aten::addmm (a linear layer) and its relatives.
-_NOT_ADD = ("addmm", "addcmul", "addcdiv", "addmv", "addbmm")
-_LINEAR_NAMES = ("linear", "addmm", "aten::matmul", "aten::mm", "gemm", "matmul", "fully connected",
-                 "fullyconnected")
+_NOT_ADD = _every_runtime("not_add")
+_LINEAR_NAMES = _every_runtime("linear")
+_CONV_BEFORE_POOL = _every_runtime("conv_before_pool")
+_CONV_HINTS = ((CONV_DW, _every_runtime("depthwise")), (CONV_FULL, _every_runtime("full")),
+               (CONV_1X1, _every_runtime("pointwise")))
+_SPELLINGS = _every_runtime("spellings")
 
 
 def _name_kind(lowered: str) -> str | None:
@@ -72,24 +86,28 @@ def _name_kind(lowered: str) -> str | None:
 def _conv_hint(lowered: str) -> str:
     """What a convolution's name alone says: XNNPACK names its microkernel families
     (DWConv depthwise, IGEMM a spatial window, plain GEMM a 1x1 convolution)."""
-    if "dwconv" in lowered:
-        return CONV_DW
-    if "igemm" in lowered:
-        return CONV_FULL
-    if "gemm" in lowered or "fully connected" in lowered:
-        return CONV_1X1
+    for kind, patterns in _CONV_HINTS:
+        if any(p in lowered for p in patterns):
+            return kind
     return OTHER
+
+
+def _lower(name: str) -> str:
+    lowered = name.lower()
+    for spelling, matched in _SPELLINGS:
+        lowered = lowered.replace(spelling, matched)
+    return lowered
 
 
 def classify_call(names) -> list[str]:
     """The kinds of one inference's operators, given their names in execution order."""
     names = list(names)
-    lowered = [n.lower().replace("fully_connected", "fully connected") for n in names]
+    lowered = [_lower(n) for n in names]
     by_name = [_name_kind(n) for n in lowered]
     pool_at = next((i for i, k in enumerate(by_name) if k == POOL), len(names))
     # XNNPACK runs 1x1 convolutions as Fully Connected; only the classifier follows the pool.
     conv_like = [i for i, n in enumerate(lowered) if by_name[i] is None
-                 and ("conv" in n or ("fully connected" in n and i < pool_at))]
+                 and ("conv" in n or (any(p in n for p in _CONV_BEFORE_POOL) and i < pool_at))]
     kinds = []
     for n, kind in zip(lowered, by_name):
         if kind:

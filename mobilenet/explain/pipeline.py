@@ -24,8 +24,6 @@ from typing import NamedTuple
 
 from mobilenet.builders.executorch import pt2e_program_path
 from mobilenet.explain import charts, cpu, records, sqnr, verdict
-from mobilenet.explain.numerics import NUMERICS_MODULES
-from mobilenet.explain.profilers import PROFILER_MODULES
 from mobilenet.explain.records import (
     NOT_AVAILABLE,
     ExplainSummary,
@@ -35,6 +33,7 @@ from mobilenet.explain.records import (
 from mobilenet.explain.worker import THREAD_ENV, failed_record
 from mobilenet.files import read_json, write_json
 from mobilenet.freshness import is_fresh, record_stamp, stamp_path
+from mobilenet.registry import runtime_of
 
 log = logging.getLogger("mobilenet.explain")
 
@@ -91,8 +90,8 @@ def _job_settings(task: str) -> dict:
 
 def _unavailable_reason(variant, task: str, settings) -> str | None:
     """Why a job cannot even start (no artifact, no tool for this runtime), or None."""
-    table = PROFILER_MODULES if task == "profile" else NUMERICS_MODULES
-    if variant.runtime not in table:
+    runtime = runtime_of(variant)
+    if (runtime.profiler if task == "profile" else runtime.numerics) is None:
         what = "operator profiler" if task == "profile" else "per-layer comparison"
         return f"no {what} is wired up for the {variant.runtime} runtime"
     if variant.artifact_path(settings.models_dir).exists():
@@ -136,7 +135,7 @@ def _process_groups(task: str, variants: list) -> dict[str, list]:
     made, so the engines follow one another safely. Layer comparisons: one process each."""
     groups: dict[str, list] = {}
     for variant in variants:
-        name = PROFILER_MODULES[variant.runtime] if task == "profile" else variant.id
+        name = runtime_of(variant).profiler if task == "profile" else variant.id
         groups.setdefault(name, []).append(variant)
     return groups
 
@@ -249,7 +248,8 @@ def run(settings, force: bool = False) -> ExplainSummary:
                           sqnr.CAP_DB, paths["sqnr"])
         record_stamp(stamp, wanted, inputs)
     stage_seconds["verdicts and charts"] = round(time.perf_counter() - started, 1)
-    kept = records.load(summary_path(settings.build_dir), ExplainSummary) if summary_path(settings.build_dir).exists() else None
+    summary_file = summary_path(settings.build_dir)
+    kept = records.load(summary_file, ExplainSummary) if summary_file.exists() else None
     if not redone and not force and kept is not None:
         # Nothing was redone: the file keeps the figures (the cost) of the last run that did the work.
         log.info("explain: up to date (--force to redo)")

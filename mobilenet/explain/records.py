@@ -79,7 +79,8 @@ class OperatorProfile:
             outside = self.profiled_p50_ms - self.kind_sum_ms
             return (f"{outside:.2f} ms of each profiled call ({100 * (1 - profiled_cover):.0f} %) "
                     f"is spent outside the operators this profiler reports (see what it sees, below)")
-        return (f"the operators sum to {self.kind_sum_ms:.2f} ms, the profiled calls took {self.profiled_p50_ms:.2f} ms "
+        return (f"the operators sum to {self.kind_sum_ms:.2f} ms, "
+                f"the profiled calls took {self.profiled_p50_ms:.2f} ms "
                 f"(p50; the difference ran outside the reported operators) and the unprofiled ones "
                 f"{self.unprofiled_p50_ms:.2f} ms (the difference to the profiled p50 is the profiler's cost and "
                 f"the machine's speed changing between the two measurements)")

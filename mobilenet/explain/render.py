@@ -66,7 +66,8 @@ def sqnr_table(errors: list) -> str:
 
 
 def _db(layer: dict) -> str:
-    return f"≥{layer['sqnr_db']:.0f} (capped)" if layer["capped"] and layer["sqnr_db"] > 0 else f"{layer['sqnr_db']:.1f}"
+    db = layer["sqnr_db"]
+    return f"≥{db:.0f} (capped)" if layer["capped"] and db > 0 else f"{db:.1f}"
 
 
 def _image(build_dir: Path, path: Path, alt: str) -> list[str]:

@@ -59,7 +59,7 @@ def bench_p50(results_dir: Path, variant_id: str) -> tuple[float | None, float |
     if not path.exists():
         return None, None
     data = json.loads(path.read_text())
-    if data.get("status") not in ("ok", "DEGRADED"):
+    if data.get("status") not in ("ok", "DEGRADED", "INCONCLUSIVE"):
         return None, None
     return data.get("p50_ms"), data.get("speedup_vs_eager")
 

@@ -31,13 +31,17 @@ def profile_job(variant, build_dir: Path, job: dict):
 def sqnr_job(variant, build_dir: Path, job: dict):
     import importlib
 
-    from mobilenet.explain.numerics import NUMERICS_MODULES, Inputs
+    from mobilenet.explain.numerics import Inputs
     from mobilenet.measure.npyimages import NpyImages
+    from mobilenet.registry import runtime_of
+    numerics = runtime_of(variant).numerics
+    if numerics is None:
+        raise LookupError(f"no per-layer comparison is wired up for the {variant.runtime} runtime")
     evaluation = NpyImages(build_dir / "data" / "eval.npy")
     inputs = Inputs(models_dir=build_dir / "models",
                     photos=[evaluation[i] for i in range(min(job["photos"], len(evaluation)))],
                     calibration_npy=build_dir / "data" / "calib.npy")
-    module = importlib.import_module(f"mobilenet.explain.numerics.{NUMERICS_MODULES[variant.runtime]}")
+    module = importlib.import_module(f"mobilenet.explain.numerics.{numerics}")
     return module.measure(variant, variant.artifact_path(build_dir / "models"), inputs)
 
 

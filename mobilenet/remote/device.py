@@ -23,7 +23,6 @@ import logging
 import posixpath
 import shlex
 import shutil
-import stat
 import tarfile
 import tempfile
 import time
@@ -35,28 +34,21 @@ import fabric
 import numpy as np
 
 from mobilenet import accuracy
+from mobilenet.bench.rows import accuracy_fields, make_result
 from mobilenet.build.step import artifact_problem, reference_logits_path
 from mobilenet.files import read_json, write_json
 from mobilenet.measure.session import Take
-from mobilenet.registry import REFERENCE_ID, Variant, by_id, select
-from mobilenet.remote.chain import FETCHABLE_NAME, _run, _swap_in
-from mobilenet.results import FAILED, OK, SKIPPED, Environment, Result, write_result
+from mobilenet.registry import REFERENCE_ID, RUNTIMES, Variant, by_id, runtime_of, select
+from mobilenet.remote import ssh
+from mobilenet.remote.ssh import Access, parse_hosts
+from mobilenet.results import FAILED, OK, SKIPPED, Result, write_result
 from mobilenet.settings import REPO_ROOT, Settings, parse_threads
 
 log = logging.getLogger("mobilenet.remote.device")
 
+# Each runtime's record (mobilenet.registry) names its list here (Runtime.requirements) and,
+# for lists a board cannot take by size, why they are installed only when asked (only_when_asked).
 REQUIREMENTS_DIR = Path(__file__).resolve().parents[1] / "measure" / "requirements"
-# The requirements list (measure/requirements/<name>.txt) each runner module needs; the
-# three torch runners also import torchvision, so they share one list.
-REQUIREMENTS_OF_RUNTIME = {
-    "onnxruntime": "onnxruntime", "litert": "litert", "executorch": "executorch",
-    "torch_eager": "torch", "torchscript": "torch", "lite_interpreter": "torch",
-}
-# Lists installed only when asked for (install=...): their size is what a board cannot take.
-NOT_BY_DEFAULT = {
-    "torch": "torch on aarch64 from PyPI is the CUDA build, about 3.3 GB with its nvidia-* wheels",
-    "executorch": "ExecuTorch's Python runtime needs torch (on aarch64 PyPI's CUDA build, about 3.3 GB)",
-}
 # What the device runs: the measure package (worker, runners, session coordinator), numpy only.
 DEVICE_CODE = ("mobilenet/__init__.py", "mobilenet/logs.py")
 DEVICE_CODE_GLOBS = ("mobilenet/measure/*.py", "mobilenet/measure/runners/*.py", "mobilenet/measure/requirements/*.txt")
@@ -70,8 +62,8 @@ DEFAULT_REMOTE_PYTHON = "python3"
 EMULATED_NOTE = "emulated: not a measurement"
 
 # Limits on what a device sends back: logits are N x 1000 float32, the rest is JSON and logs.
+MAX_FETCH_FILES = 10_000
 MAX_FETCH_BYTES = 256 << 20
-FETCH_READ_TIMEOUT_S = 120.0
 
 # Run on the device before anything is shipped: what it is, and whether qemu-user runs it.
 # qemu fakes /proc/self/exe for the process it runs, not for another one: a child's exe, as
@@ -120,7 +112,7 @@ class DeviceOutcome:
 # ---- planning (local)
 
 def requirements_list(variant: Variant) -> str | None:
-    return REQUIREMENTS_OF_RUNTIME.get(variant.runtime)
+    return runtime_of(variant).requirements
 
 
 def plan_installs(variants: list[Variant], install: set[str], own_venv: bool) -> tuple[set[str], dict[str, str]]:
@@ -133,12 +125,14 @@ def plan_installs(variants: list[Variant], install: set[str], own_venv: bool) ->
     if own_venv:
         return lists, skipped
     for variant in variants:
-        name = requirements_list(variant)
+        runtime = runtime_of(variant)
+        name = runtime.requirements
         if name is None:
             skipped[variant.id] = (f"no device requirements list for runtime {variant.runtime!r} "
-                                   f"(add {REQUIREMENTS_DIR.name}/<name>.txt and map it in device.py)")
-        elif name in NOT_BY_DEFAULT and name not in install:
-            skipped[variant.id] = (f"{NOT_BY_DEFAULT[name]}; install it on the device with "
+                                   f"(add {REQUIREMENTS_DIR.name}/<name>.txt and name it in the runtime's "
+                                   f"record in mobilenet/registry.py)")
+        elif runtime.only_when_asked and name not in install:
+            skipped[variant.id] = (f"{runtime.only_when_asked}; install it on the device with "
                                    f"--device-install {name}, or use a --remote-venv that has it")
         else:
             lists.add(name)
@@ -201,30 +195,16 @@ def session_plan_spec(variants: list[Variant], threads: int, settings: Settings,
 def connect(spec: str, ssh_config: str | None = None, identity: str | None = None,
             accept_new_host_keys: bool = False) -> fabric.Connection:
     """The same SSH connection as chain mode's: ~/.ssh/config, ProxyJump, and host keys checked
-    as `ssh` checks them (remote.connect); a longer connect timeout, as sshd under emulation
+    as `ssh` checks them (ssh.connect); a longer connect timeout, as sshd under emulation
     answers slowly."""
-    from mobilenet.remote.chain import Plan, parse_hosts
-    from mobilenet.remote.chain import connect as ssh_connect
-    host = parse_hosts(spec)[0]
-    plan = Plan(hosts=(host,), env={}, tag=host.name, remote_dir="", remote_venv=None, remote_python="",
-                identity=str(Path(identity).expanduser()) if identity else None,
-                ssh_config=str(Path(ssh_config).expanduser()) if ssh_config else None,
-                build_dir=Path("."), accept_new_host_keys=accept_new_host_keys)
-    return ssh_connect(host, plan, connect_timeout=60)
-
-
-def _tail(exc: Exception, lines: int = 6) -> str:
-    result = getattr(exc, "result", None)
-    if result is not None:
-        text = (result.stderr.strip() or result.stdout.strip()).splitlines()
-        return f"exit code {result.exited}: " + " | ".join(text[-lines:])
-    return str(exc) or exc.__class__.__name__
+    access = Access.checked(ssh_config, identity, accept_new_host_keys)
+    return ssh.connect(parse_hosts(spec)[0], access, connect_timeout=60)
 
 
 # ---- the device side, driven from here
 
 def probe(cxn, python: str) -> dict:
-    return json.loads(_run(cxn, f"{shlex.quote(python)} -c {shlex.quote(PROBE)}").strip().splitlines()[-1])
+    return json.loads(ssh.run(cxn, f"{shlex.quote(python)} -c {shlex.quote(PROBE)}").strip().splitlines()[-1])
 
 
 def _locked(venv: str, command: str) -> str:
@@ -254,9 +234,9 @@ def ensure_venv(cxn, venv: str, python: str) -> None:
     q = shlex.quote
     hint = ("python -m venv failed on the device; on Debian or Raspberry Pi OS: "
             "sudo apt install python3-venv")
-    _run(cxn, _locked(venv, f"{{ test -x {q(venv + '/bin/python')} && ! test -e {q(venv + '/bin/pip')}; }} || "
-                            f"{q(python)} -m venv --clear --without-pip {q(venv)} || "
-                            f"{{ echo {q(hint)} >&2; exit 1; }}"))
+    ssh.run(cxn, _locked(venv, f"{{ test -x {q(venv + '/bin/python')} && ! test -e {q(venv + '/bin/pip')}; }} || "
+                               f"{q(python)} -m venv --clear --without-pip {q(venv)} || "
+                               f"{{ echo {q(hint)} >&2; exit 1; }}"))
 
 
 def install_lists(cxn, venv: str, code_dir: str, lists: set[str], python: str) -> dict[str, str]:
@@ -283,11 +263,11 @@ def install_lists(cxn, venv: str, code_dir: str, lists: set[str], python: str) -
                    f"cd {site} && {prune_command(name)} && echo {digest} > {q(marker)}; }}")
         started = time.monotonic()
         try:
-            _run(cxn, _locked(venv, command))
+            ssh.run(cxn, _locked(venv, command))
             log.info("  %s.txt ready in %.0f s", name, time.monotonic() - started)
         except Exception as exc:  # this list's variants are skipped; the others go on
-            failed[name] = f"could not install {name}.txt on the device ({_tail(exc)})"
-    _run(cxn, _locked(venv, f"rm -rf {q(installer)}"))
+            failed[name] = f"could not install {name}.txt on the device ({ssh.describe(exc)})"
+    ssh.run(cxn, _locked(venv, f"rm -rf {q(installer)}"))
     return failed
 
 
@@ -295,40 +275,23 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _fetch_file(sftp, remote: str, local: Path, budget: list[int]) -> None:
-    """One regular file, its size taken from the shared budget [bytes left]."""
-    attributes = sftp.lstat(remote)
-    if attributes.st_mode is None or not stat.S_ISREG(attributes.st_mode):
-        raise DeviceError(f"{remote} on the device is not a regular file; not fetched")
-    local.parent.mkdir(parents=True, exist_ok=True)
-    with sftp.open(remote, "rb") as source, open(local, "xb") as target:
-        while chunk := source.read(1 << 16):
-            budget[0] -= len(chunk)
-            if budget[0] < 0:
-                raise DeviceError(f"the device's results exceed {MAX_FETCH_BYTES} bytes; nothing kept")
-            target.write(chunk)
-
-
-def fetch_results(cxn, run_dir: str, staging: Path, threads: list[int], variants: list[Variant]) -> None:
+def fetch_results(cxn, run_dir: str, staging: Path, threads: list[int], variants: list[Variant],
+                  host_name: str = "device") -> None:
     """measure-<t>.json, every logits file and the logs, by names this side expects."""
-    sftp = cxn.sftp()
-    sftp.get_channel().settimeout(FETCH_READ_TIMEOUT_S)
-    budget = [MAX_FETCH_BYTES]
+    sftp = ssh.open_sftp(cxn)
+    budget = ssh.FetchBudget(MAX_FETCH_FILES, MAX_FETCH_BYTES)
     for t in threads:
-        _fetch_file(sftp, f"{run_dir}/out/measure-{t}t.json", staging / f"measure-{t}t.json", budget)
+        ssh.fetch_file(sftp, f"{run_dir}/out/measure-{t}t.json", staging / f"measure-{t}t.json", budget)
         for variant in variants:
             name = f"{variant.id}@{t}t.logits.npy"
             try:
-                _fetch_file(sftp, f"{run_dir}/out/logits/{name}", staging / "logits" / name, budget)
+                ssh.fetch_file(sftp, f"{run_dir}/out/logits/{name}", staging / "logits" / name, budget)
             except FileNotFoundError:
                 pass  # skipped or failed there: its measure entry says why
     try:
-        logs = sftp.listdir_attr(f"{run_dir}/out/logs")
+        ssh.fetch_folder(sftp, f"{run_dir}/out/logs", staging / "logs", budget, host_name)
     except FileNotFoundError:
-        logs = []
-    for entry in logs:
-        if FETCHABLE_NAME.fullmatch(entry.filename) and entry.st_mode and stat.S_ISREG(entry.st_mode):
-            _fetch_file(sftp, f"{run_dir}/out/logs/{entry.filename}", staging / "logs" / entry.filename, budget)
+        pass  # no worker started there, so no logs
 
 
 # ---- scoring here
@@ -397,51 +360,31 @@ def make_results(variants: list[Variant], threads: int, sessions: list[dict], fo
                  settings: Settings, labels, env_base: dict, not_run: dict[str, tuple[str, str]]) -> list[Result]:
     """One result per variant from the device's sessions, its answers scored here: against this
     machine's eager FP32 (accuracy, the gate) and this machine's answers from the same artifact
-    (cross-ISA), both the build check's logits of the first `photos` evaluation photos."""
-    from mobilenet.bench.step import timing_fields
+    (cross-ISA), both the build check's logits of the first `photos` evaluation photos. The rows
+    are made as the local bench makes its own (rows.make_result)."""
     from mobilenet.build.step import check_logits_path
     models = settings.models_dir
     reference = np.load(reference_logits_path(settings))[:photos]
     reference_top1 = accuracy.topk_pct(reference, labels, 1) if labels else None
     by_session = [{vid: Take(**take) for vid, take in session.items()} for session in sessions]
-    eager_takes = [s[REFERENCE_ID] for s in by_session if REFERENCE_ID in s]
-    eager_ran = bool(eager_takes) and all(t.ran for t in eager_takes)
     results = []
     for variant in [*variants, *(by_id(vid) for vid in not_run)]:
-        takes = [s[variant.id] for s in by_session if variant.id in s]
         meta_path = variant.meta_path(models)
         meta = read_json(meta_path) if meta_path.exists() else {}
-        first = takes[0].ready if takes else {}
-        versions = first.get("versions", {})
-        env = Environment(**{**env_base, **{k: versions[k] for k in ("torch", "torchvision") if k in versions}},
-                          threads_requested=threads, threads_effective=first.get("threads_effective"),
-                          quantized_engine=variant.engine, runtime_versions=versions)
-        common = dict(variant=variant.id, runtime=variant.runtime, precision=variant.precision,
-                      summary=variant.summary, threads=threads, env=env, build=meta,
-                      runtime_version=versions.get(first.get("package", "")), deprecated=variant.deprecated,
-                      inputs={"artifact_sha256": meta.get("artifact_sha256"), "data_sha256": env.data_sha256})
-        if variant.id in not_run:
-            status, reason = not_run[variant.id]
-            results.append(Result(status=status, status_reason=reason, **common))
-            continue
-        problem = next((t.skipped or t.error for t in takes if not t.ran), None) if takes else "no result"
-        if problem:
-            skipped = bool(takes) and all(t.skipped for t in takes if not t.ran)
-            results.append(Result(status=SKIPPED if skipped else FAILED,
-                                  status_reason=problem if skipped else f"error on the device: {problem}", **common))
-            continue
-        timing = timing_fields(takes, eager_takes if eager_ran else None)
-        device_logits = _load_logits(folder / "logits" / f"{variant.id}@{threads}t.logits.npy", photos)
-        scores = accuracy.score(device_logits, reference, labels)
-        status, reason = ((OK, "reference (scored against this controller's eager FP32)")
-                          if variant.id == REFERENCE_ID else accuracy.gate(scores, reference_top1))
-        here = np.load(check_logits_path(models, variant))[:photos]
-        results.append(Result(
-            status=status, status_reason=reason, **common, **timing,
-            speedup_note=None if eager_ran else "no eager FP32 on the device (torch not installed there)",
-            top1_pct=scores.top1_pct, top5_pct=scores.top5_pct, agreement_pct=scores.agreement_pct,
-            max_abs_dlogit=scores.max_abs_dlogit, tied_top1_rows=scores.tied_top1_rows,
-            **cross_isa(device_logits, here)))
+
+        def score(variant: Variant = variant) -> tuple[str, str, dict]:
+            device_logits = _load_logits(folder / "logits" / f"{variant.id}@{threads}t.logits.npy", photos)
+            scores = accuracy.score(device_logits, reference, labels)
+            status, reason = ((OK, "reference (scored against this controller's eager FP32)")
+                              if variant.id == REFERENCE_ID else accuracy.gate(scores, reference_top1))
+            here = np.load(check_logits_path(models, variant))[:photos]
+            return status, reason, {**accuracy_fields(scores), **cross_isa(device_logits, here)}
+
+        # A device's torch, if it has one, is its own; this machine's is "not on the device".
+        results.append(make_result(variant, meta, by_session, threads, env_base, score,
+                                   not_run=not_run.get(variant.id), where="on the device",
+                                   versions_in_env=("torch", "torchvision"),
+                                   no_reference_note="no eager FP32 on the device (torch not installed there)"))
     return results
 
 
@@ -450,9 +393,9 @@ def make_results(variants: list[Variant], threads: int, sessions: list[dict], fo
 def _unpack(cxn, run_dir: str, bundle: Path) -> None:
     q = shlex.quote
     remote = f"{run_dir}/.bundle.tar"
-    _run(cxn, f"mkdir -p {q(run_dir)}")
+    ssh.run(cxn, f"mkdir -p {q(run_dir)}")
     cxn.put(str(bundle), remote)
-    _run(cxn, f"tar xf {q(remote)} -C {q(run_dir)} && rm {q(remote)}")
+    ssh.run(cxn, f"tar xf {q(remote)} -C {q(run_dir)} && rm {q(remote)}")
 
 
 def device_threads(threads: str, cpus: int) -> list[int]:
@@ -473,9 +416,8 @@ def run_device(spec: str, settings: Settings, *, threads: str = "1", ssh_config:
     `invoke report` finds them. The device's trouble becomes the outcome's error; only a
     mistake in the arguments raises.
     """
-    from mobilenet.remote.chain import _close, parse_hosts
     host = parse_hosts(spec)[0]
-    unknown = set(install) - set(REQUIREMENTS_OF_RUNTIME.values())
+    unknown = set(install) - {runtime.requirements for runtime in RUNTIMES if runtime.requirements}
     if unknown:
         raise ValueError(f"--device-install: no list {', '.join(sorted(unknown))} in {REQUIREMENTS_DIR}")
     started = time.monotonic()
@@ -499,14 +441,14 @@ def run_device(spec: str, settings: Settings, *, threads: str = "1", ssh_config:
         cxn = connect(host.spec, ssh_config, identity, accept_new_host_keys)
         cxn.open()
         cxn.transport.set_keepalive(30)  # measuring under emulation is quiet for many minutes
-        home = _run(cxn, "pwd").strip()
+        home = ssh.run(cxn, "pwd").strip()
 
         stage = "probe"
         device = outcome.device = probe(cxn, remote_python)
         emulated = device.get("emulator") is not None
         log.info("%s: %s, Python %s, %s CPUs%s", host.name, device["machine"], device["python"], device["cpus"],
                  f", emulated by {device['emulator']}: timings are not a measurement" if emulated else "")
-        folder = posixpath.join(home, remote_dir.replace("{host}", host.name).removeprefix("~/"))
+        folder = posixpath.join(home, ssh.remote_path(remote_dir, host))
         # A folder of its own per run (the code too): two controllers on one device, or a run
         # while another is measuring, never mix their files. Only the venv is shared.
         run_dir = f"{folder}/run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
@@ -517,9 +459,8 @@ def run_device(spec: str, settings: Settings, *, threads: str = "1", ssh_config:
                             {f"code/{name}": REPO_ROOT / name for name in device_code_files()})
         _unpack(cxn, run_dir, code)
         if remote_venv:
-            venv = posixpath.join(home, remote_venv.removeprefix("~/"))
-            missing = f"no {venv}/bin/python: --remote-venv must be a virtual environment"
-            _run(cxn, f"test -x {q(venv + '/bin/python')} || {{ echo {q(missing)} >&2; exit 1; }}")
+            venv = posixpath.join(home, ssh.remote_path(remote_venv, host))
+            ssh.require_venv(cxn, venv)
         else:
             venv = f"{folder}/venv"
             ensure_venv(cxn, venv, remote_python)
@@ -544,19 +485,19 @@ def run_device(spec: str, settings: Settings, *, threads: str = "1", ssh_config:
         load = [_loadavg(cxn)]
         for t in thread_counts if runnable else []:
             log.info("%s: measuring %d variant(s) at %d thread(s)", host.name, len(runnable), t)
-            _run(cxn, f"cd {q(code_dir)} && mkdir -p {q(run_dir + '/out')} && {q(venv + '/bin/python')} "
-                      f"-m mobilenet.measure.session {q(f'{run_dir}/plans/measure-{t}t.json')} "
-                      f"{q(f'{run_dir}/out/measure-{t}t.json')}")
+            ssh.run(cxn, f"cd {q(code_dir)} && mkdir -p {q(run_dir + '/out')} && {q(venv + '/bin/python')} "
+                         f"-m mobilenet.measure.session {q(f'{run_dir}/plans/measure-{t}t.json')} "
+                         f"{q(f'{run_dir}/out/measure-{t}t.json')}")
         load.append(_loadavg(cxn))
         if not remote_venv:  # after the run: with the bytecode the workers' imports wrote
-            outcome.install_mb = int(_run(cxn, f"du -sk {q(venv)}").split()[0]) / 1024
+            outcome.install_mb = int(ssh.run(cxn, f"du -sk {q(venv)}").split()[0]) / 1024
             outcome.install_breakdown = _largest_packages(cxn, venv)
 
         stage = "fetch"
         result_dir = staging / "result"
         result_dir.mkdir()
         if runnable:
-            fetch_results(cxn, run_dir, result_dir, thread_counts, runnable)
+            fetch_results(cxn, run_dir, result_dir, thread_counts, runnable, host.name)
 
         stage = "score"
         labels = _labels(settings, photos)
@@ -573,15 +514,16 @@ def run_device(spec: str, settings: Settings, *, threads: str = "1", ssh_config:
                                                 "install_breakdown_mb": outcome.install_breakdown,
                                                 "seconds": time.monotonic() - started})
         _keep_earlier_variants(outcome.folder, result_dir, {v.id for v in chosen})
-        _swap_in(result_dir, outcome.folder, staging)
-        _run(cxn, f"rm -rf {q(run_dir)}")  # everything is here now; a failed run's folder stays for a look
+        ssh.swap_in(result_dir, outcome.folder, staging)
+        ssh.run(cxn, f"rm -rf {q(run_dir)}")  # everything is here now; a failed run's folder stays for a look
         outcome.ok = True
     except Exception as exc:  # the device's trouble is its outcome
-        outcome.error = f"{stage}: {_tail(exc)}" + (f" (the run's files on the device: {run_dir})" if run_dir else "")
+        outcome.error = (f"{stage}: {ssh.describe(exc)}"
+                         + (f" (the run's files on the device: {run_dir})" if run_dir else ""))
         log.error("%s: FAILED at %s", host.name, outcome.error)
     finally:
         if cxn is not None:
-            _close(cxn)
+            ssh.close(cxn)
         shutil.rmtree(staging, ignore_errors=True)
     outcome.seconds = time.monotonic() - started
     return outcome
@@ -589,7 +531,7 @@ def run_device(spec: str, settings: Settings, *, threads: str = "1", ssh_config:
 
 def _largest_packages(cxn, venv: str, count: int = 8) -> dict[str, float]:
     """MB per top-level entry of the venv's site-packages, the largest first: what the install costs."""
-    listing = _run(cxn, f"du -sk {shlex.quote(venv)}/lib/python3*/site-packages/* 2>/dev/null || true")
+    listing = ssh.run(cxn, f"du -sk {shlex.quote(venv)}/lib/python3*/site-packages/* 2>/dev/null || true")
     sizes = {}
     for line in listing.splitlines():
         kb, _, path = line.partition("\t")
@@ -600,7 +542,7 @@ def _largest_packages(cxn, venv: str, count: int = 8) -> dict[str, float]:
 
 def _loadavg(cxn) -> float | None:
     try:
-        return float(_run(cxn, "cat /proc/loadavg").split()[0])
+        return float(ssh.run(cxn, "cat /proc/loadavg").split()[0])
     except Exception:  # a device without /proc/loadavg still measures
         return None
 
@@ -628,11 +570,8 @@ def run_devices(hosts: str, settings: Settings, **options) -> list[DeviceOutcome
     from concurrent.futures import ThreadPoolExecutor
 
     from mobilenet import logs
-    from mobilenet.remote.chain import parse_hosts
     parsed = parse_hosts(hosts)
-    for label, path in (("--identity", options.get("identity")), ("--ssh-config", options.get("ssh_config"))):
-        if path and not Path(path).expanduser().is_file():
-            raise ValueError(f"{label}: no such file {path}")
+    Access.checked(options.get("ssh_config"), options.get("identity"))  # a missing file fails before any host
     logs.setup(settings.logs_dir, "remote-bench", settings.quiet)
     with ThreadPoolExecutor(max_workers=len(parsed)) as pool:
         outcomes = list(pool.map(lambda host: run_device(host.spec, settings, **options), parsed))

@@ -48,32 +48,76 @@ def _with_interval(value, interval, fmt: str) -> str:
 def _status(r: Result) -> str:
     if r.status == "FAILED":
         return f"**FAILED**: {md(r.status_reason)}"
-    if r.status == "DEGRADED":
-        return f"DEGRADED: {md(r.status_reason)}"
+    if r.status in ("DEGRADED", "INCONCLUSIVE"):
+        return f"{r.status}: {md(r.status_reason)}"
     if r.status == "skipped":
         return f"skipped: {md(r.status_reason)}"
     return "ok"
 
 
+def _status_word(r: Result) -> str:
+    """The status without its reason: reasons are long, and one long cell widens every row."""
+    return "**FAILED**" if r.status == "FAILED" else r.status
+
+
+def pipe_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A GitHub table padded to its widest cell only (tabulate pads every header by two more),
+    which keeps the main table within a laptop screen."""
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows)]
+
+    def line(cells):
+        return "| " + " | ".join(cell.ljust(width) for cell, width in zip(cells, widths)) + " |"
+    return "\n".join([line(headers), "|" + "|".join("-" * (width + 2) for width in widths) + "|", *map(line, rows)])
+
+
+MAIN_HEADERS = ["variant", "size MB", "p50 ms (95% rerun)", "speed-up (95% rerun)", "top-1 %", "agree %", "status"]
+
+
 def main_table(results: list[Result]) -> str:
-    reference = next((r for r in results if r.variant == REFERENCE_ID and r.size_mb), None)
+    """What most readers compare: size, speed and accuracy; every other figure is in details_tables."""
     rows = []
     for r in sorted(results, key=lambda r: display_order(r.variant)):
         shown = r.measured  # a FAILED variant's latency is not a result
-        version = _runtime_version(r)
         rows.append([
-            f"`{md(r.variant)}`", md(f"{r.runtime} {version}".strip()),
-            _num(r.size_mb) if r.size_mb else "—",
-            _num(r.size_mb / reference.size_mb, "{:.2f}×") if reference and r.size_mb else "—",
-            _with_interval(r.p50_ms, r.p50_ci_ms, "{:.2f}") if shown else "—", _num(r.p90_ms if shown else None),
+            f"`{md(r.variant)}`", _num(r.size_mb) if r.size_mb else "—",
+            _with_interval(r.p50_ms, r.p50_ci_ms, "{:.2f}") if shown else "—",
             _with_interval(r.speedup_vs_eager, r.speedup_ci, "{:.2f}×") if shown else "—",
-            _num(r.load_ms, "{:.0f}"), _num(r.peak_rss_mb, "{:.0f}"),
-            _num(r.cpu_util_pct, "{:.0f}%"), _energy(r),
-            _num(r.top1_pct, "{:.1f}"), _num(r.top5_pct, "{:.1f}"), _num(r.agreement_pct, "{:.1f}"),
-            _status(r)])
-    headers = ["variant", "runtime", "size MB", "vs FP32", "p50 ms (95% rerun)", "p90 ms", "speed-up (95% rerun)",
-               "load ms", "peak RSS MB", "CPU", "energy mJ/inf", "top-1 %", "top-5 %", "agree %", "status"]
-    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+            _num(r.top1_pct, "{:.1f}"), _num(r.agreement_pct, "{:.1f}"), _status_word(r)])
+    return pipe_table(MAIN_HEADERS, rows)
+
+
+LATENCY_HEADERS = ["variant", "p90 ms", "p99 ms", "mean ms", "std ms", "CV %", "round CV %", "p50 per session ms",
+                   "timed runs", "first inference ms", "load ms"]
+RESOURCE_HEADERS = ["variant", "runtime", "vs FP32", "peak RSS MB", "CPU", "CPU s", "threads", "energy mJ/inf",
+                    "top-5 %", "max abs Δlogit", "tied top-1 rows", "status and reason"]
+
+
+def details_tables(results: list[Result]) -> list[str]:
+    """Every figure of each variant the main table leaves out, in two tables (one would be
+    far wider than any screen): the latency distribution and start-up, then runtime,
+    resources, numerical distance and the status with its reason. Every variant has a row,
+    so the rows match the main table's; a FAILED variant's latency stays withheld."""
+    reference = next((r for r in results if r.variant == REFERENCE_ID and r.size_mb), None)
+    latency, resources = [], []
+    for r in sorted(results, key=lambda r: display_order(r.variant)):
+        shown, ran = r.measured, r.status != "skipped"  # a skipped variant never started
+        latency.append([
+            f"`{md(r.variant)}`", *(_num(v if shown else None) for v in (r.p90_ms, r.p99_ms, r.mean_ms, r.std_ms)),
+            _num(r.cv * 100 if shown and r.cv is not None else None, "{:.1f}"),
+            _num(r.round_cv * 100 if shown and r.round_cv is not None else None, "{:.1f}"),
+            " / ".join(f"{v:.2f}" for v in r.session_p50_ms) if shown and r.session_p50_ms else "—",
+            _num(r.runs if shown else None, "{}"), _num(r.first_inference_ms if shown else None, "{:.1f}"),
+            _num(r.load_ms, "{:.0f}")])
+        resources.append([
+            f"`{md(r.variant)}`", md(f"{r.runtime} {_runtime_version(r)}".strip()),
+            _num(r.size_mb / reference.size_mb, "{:.2f}×") if reference and r.size_mb else "—",
+            _num(r.peak_rss_mb, "{:.0f}"), _num(r.cpu_util_pct, "{:.0f}%"),
+            _num(r.cpu_time_s), _threads_cell(r.threads, r.env.threads_effective) if ran else "—", _energy(r),
+            _num(r.top5_pct, "{:.1f}"),
+            _num(r.max_abs_dlogit, "{:.2g}"), _num(r.tied_top1_rows, "{}"), _status(r)])
+    return ["Latency distribution and start-up:", "", pipe_table(LATENCY_HEADERS, latency), "",
+            "Runtime, file size against eager FP32, memory, CPU, threads, energy, top-5, numerical distance from "
+            "eager FP32, and the status with its reason:", "", pipe_table(RESOURCE_HEADERS, resources)]
 
 
 def _energy(r: Result) -> str:
@@ -107,7 +151,8 @@ def summary_lines(results: list[Result]) -> list[str]:
         why = "" if fastest.p50_ci_ms else " (one session: no interval, so no claim)"
         lines = [f"- Fastest: tied within noise{why}: {names}."]
     else:
-        lines = [f"- Fastest: `{md(fastest.variant)}`, p50 {_with_interval(fastest.p50_ms, fastest.p50_ci_ms, '{:.2f}')} ms, "
+        p50 = _with_interval(fastest.p50_ms, fastest.p50_ci_ms, '{:.2f}')
+        lines = [f"- Fastest: `{md(fastest.variant)}`, p50 {p50} ms, "
                  + (f"{_with_interval(fastest.speedup_vs_eager, fastest.speedup_ci, '{:.2f}×')} eager FP32; "
                     if fastest.speedup_vs_eager else "") + "its "
                  f"interval clears the runner-up `{md(rest[0].variant)}`"
@@ -122,14 +167,16 @@ def summary_lines(results: list[Result]) -> list[str]:
         best = max(scored, key=lambda r: r.top1_pct / r.size_mb)
         lines.append(f"- Best accuracy per MB: `{md(best.variant)}`, {best.top1_pct:.1f} % top-1 in "
                      f"{best.size_mb:.2f} MB ({best.top1_pct / best.size_mb:.1f} %/MB).")
-    flagged = [r for r in results if r.status in ("FAILED", "DEGRADED")]
+    flagged = [r for r in results if r.status in ("FAILED", "DEGRADED", "INCONCLUSIVE")]
     for r in flagged:
         lines.append(f"- `{md(r.variant)}` is {r.status}: {md(r.status_reason)}.")
     return lines
 
 
 def _threads_cell(requested: int, effective: int | None) -> str:
-    return f"{requested} → {effective}" if effective is not None else f"{requested} (requested; the runtime cannot report)"
+    if effective is None:
+        return f"{requested} (requested; the runtime cannot report)"
+    return f"{requested} → {effective}"
 
 
 def environment_block(results: list[Result]) -> str:
@@ -165,7 +212,7 @@ def timing_note(results: list[Result]) -> str:
         return ""
     sessions, rounds = measured[0].sessions or 1, measured[0].rounds
     round_cvs = [r.round_cv for r in measured if r.round_cv is not None]
-    widths = [w for r in measured if r.speedup_ci for w in [(r.speedup_ci[1] - r.speedup_ci[0]) / 2 / r.speedup_vs_eager * 100]]
+    widths = [(r.speedup_ci[1] - r.speedup_ci[0]) / 2 / r.speedup_vs_eager * 100 for r in measured if r.speedup_ci]
     width = (f" The speed-up intervals' half-widths run from {min(widths):.1f} to {max(widths):.1f} % "
              f"(median {sorted(widths)[len(widths) // 2]:.1f} %)." if widths else "")
     return (f"Timing: {sessions} sessions; in each, every variant runs in a fresh process with threads set "
@@ -196,23 +243,6 @@ def harness_lines(results: list[Result]) -> list[str]:
                          f"({(r.p50_ms / native['median_ms'] - 1) * 100:+.1f} %) for our harness and the Python "
                          f"Interpreter API it drives (litert-benchmark drives LiteRT's CompiledModel API).")
     return lines
-
-
-def detail_table(results: list[Result]) -> str:
-    """The rest of each variant's numbers: distribution, first call, CPU, numerical distance."""
-    rows = []
-    for r in sorted(results, key=lambda r: display_order(r.variant)):
-        if not r.measured:
-            continue
-        rows.append([f"`{md(r.variant)}`", _num(r.mean_ms), _num(r.p99_ms), _num(r.std_ms),
-                     _num(r.cv * 100, "{:.1f}"), _num(r.round_cv * 100 if r.round_cv is not None else None, "{:.1f}"),
-                     " / ".join(f"{v:.2f}" for v in r.session_p50_ms) or "—",
-                     _num(r.first_inference_ms, "{:.1f}"), str(r.runs), _num(r.cpu_time_s),
-                     _threads_cell(r.threads, r.env.threads_effective),
-                     _num(r.max_abs_dlogit, "{:.2g}"), _num(r.tied_top1_rows, "{}")])
-    headers = ["variant", "mean ms", "p99 ms", "std ms", "CV %", "round CV %", "p50 per session ms",
-               "first inference ms", "timed runs", "CPU s", "threads", "max abs Δlogit", "tied top-1 rows"]
-    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
 def cross_isa_lines(results: list[Result]) -> list[str]:
@@ -258,15 +288,20 @@ def notes(results: list[Result]) -> list[str]:
     statuses = {r.variant: r.status for r in results}
     for variant in VARIANTS:
         if variant.tuning and variant.id in statuses:
-            flag = f" **{statuses[variant.id]}** —" if statuses[variant.id] in ("DEGRADED", "FAILED") else ""
+            flagged = statuses[variant.id] in ("DEGRADED", "INCONCLUSIVE", "FAILED")
+            flag = f" **{statuses[variant.id]}** —" if flagged else ""
             out.append(f"  - `{variant.id}`:{flag} {variant.tuning}")
     out.append("- Deprecated paths (torch 2.14), still measured because apps ship them today:")
     for text in (TORCHSCRIPT_DEPRECATED, LITE_DEPRECATED, AO_DEPRECATED):
         out.append(f"  - {text}")
     out.append("  - The modern path is torch.export → ExecuTorch (`executorch-*` rows), with PT2E for INT8.")
-    out.append("- Status: FAILED = top-1 agreement with FP32 below 80 % or top-1 more than 5 points below "
-               "FP32, or a build error (latency withheld); DEGRADED = below 90 % agreement or more than 2 "
-               "points down; skipped = the runtime is not installed or not supported on this machine.")
+    out.append("- Status, decided on 95 % intervals (Wilson for agreement, Newcombe's paired interval for the "
+               "top-1 difference from FP32): FAILED = top-1 agreement with FP32 surely below 80 % or top-1 "
+               "surely more than 5 points below FP32, or a build error (latency withheld); DEGRADED = surely "
+               "below 90 % agreement or more than 2 points down; INCONCLUSIVE = the photos cannot tell ok from "
+               "DEGRADED (timed and shown; the reason estimates how many photos would); ok = at least 90 % "
+               "agreement and at most 2 points down, shown by the intervals; skipped = the runtime is not "
+               "installed or not supported on this machine.")
     out.append("- Top-1, top-5, agreement and the gate share one rule: classes are ranked by logit, ties to the "
                "lower class index (what argmax does); `tied top-1 rows` counts the photos whose maximum "
                "logit is shared, where that rule decides.")
@@ -323,9 +358,11 @@ def _image(figures: dict, key: tuple, alt: str) -> list[str]:
 
 
 def render_machine(results: list[Result], figures: dict | None = None) -> str:
+    """One machine's section: per thread count the main table, then how it was timed and the
+    details; the environment block comes last, after the numbers it describes."""
     figures = figures or {}
     machine = results[0].env.machine_id
-    parts = [environment_block(results), ""]
+    parts = []
     if results[0].env.emulated:
         parts += ["**Emulated: not a measurement.** This machine ran under an emulator (qemu-user): its "
                   "timings say nothing about a real device and are not charted; its accuracy and agreement "
@@ -333,18 +370,32 @@ def render_machine(results: list[Result], figures: dict | None = None) -> str:
     by_threads = group_by(results, lambda r: r.threads)
     for threads in sorted(by_threads):
         group, label = by_threads[threads], plots.threads_label(threads)
-        parts += [f"### {label}", "", main_table(group), "", *summary_lines(group), "", timing_note(group), "",
+        parts += [f"### {label}", "", main_table(group), "", timing_note(group), "",
                   *harness_lines(group), "",
                   *cross_isa_lines(group),
-                  "<details><summary>Latency distribution, first inference, CPU time, numerical distance</summary>",
-                  "", detail_table(group), "", "</details>", "",
+                  "<details><summary>Details: runtime, size vs FP32, p90/p99 and the rest of the latency "
+                  "distribution, load and first inference, memory, CPU, threads, energy, top-5, numerical "
+                  "distance, status reasons</summary>",
+                  "", *details_tables(group), "", "</details>", "",
                   *_image(figures, (machine, "latency", threads), f"p50 latency per variant at {label}"),
                   *_image(figures, (machine, "tradeoff", threads), f"size vs latency at {label}")]
     if len(by_threads) > 1:
         parts += ["### Thread scaling", "",
                   "p50 at each thread count; scaling × is how many times faster than at the lowest count.", "",
                   scaling_table(results), "", *_image(figures, (machine, "scaling", None), "thread scaling")]
+    parts += ["### Environment", "", environment_block(results), ""]
     return "\n".join(parts)
+
+
+def summary_section(by_machine: dict[str, list[Result]]) -> list[str]:
+    """The answer first: for each machine and thread count, what summary_lines can claim."""
+    parts = ["## Summary", ""]
+    for machine, group in by_machine.items():
+        by_threads = group_by(group, lambda r: r.threads)
+        for threads in sorted(by_threads):
+            parts += [f"**{md(machine)}**, {plots.threads_label(threads)}:", "",
+                      *summary_lines(by_threads[threads]), ""]
+    return parts
 
 
 def unique(results: list[Result]) -> tuple[list[Result], list[Result]]:
@@ -364,7 +415,8 @@ def render(results: list[Result], figures: dict | None = None, dropped: list[Res
     by_machine = group_by(results, lambda r: r.env.machine_id)
     parts = ["# MobileNet-V2 deployment benchmark", "",
              f"Rendered {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from {len(results)} result files"
-             f" ({len(by_machine)} machine{'s' if len(by_machine) > 1 else ''}).", ""]
+             f" ({len(by_machine)} machine{'s' if len(by_machine) > 1 else ''}).", "",
+             *summary_section(by_machine)]
     if dropped:
         parts += [f"Ignored {len(dropped)} result(s) already given by an earlier folder (same machine, "
                   f"variant and threads): " + ", ".join(f"`{md(r.variant)}@{r.threads}t`" for r in dropped), ""]

@@ -137,7 +137,7 @@ def tradeoff_chart(results: list[Result], path: Path) -> Path:
         # Labels go towards the middle of the plot so the ones at the edges stay inside.
         left = r.size_mb > x_max / 2
         labels.append(ax.annotate(
-            _accuracy_label(r) + (" (DEGRADED)" if r.status == "DEGRADED" else ""),
+            _accuracy_label(r) + (f" ({r.status})" if r.status in ("DEGRADED", "INCONCLUSIVE") else ""),
             (r.size_mb, r.p50_ms), xytext=(-8 if left else 8, 4), textcoords="offset points",
             ha="right" if left else "left", fontsize=8,
             arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6}))

@@ -1,6 +1,7 @@
 """Per-layer quantization error of each INT8 variant, with its ecosystem's own tooling.
 
-Each module here exposes `measure(variant, artifact, inputs: Inputs) -> QuantizationError`.
+Each runtime's record (mobilenet.registry, Runtime.numerics) names its module here, if it has
+one; each exposes `measure(variant, artifact, inputs: Inputs) -> QuantizationError`.
 """
 from __future__ import annotations
 
@@ -8,10 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-# Which module compares which runtime's INT8 variants (mobilenet.measure.runners module name -> module here).
-NUMERICS_MODULES = {"torchscript": "torch_ao", "onnxruntime": "onnxruntime", "litert": "litert",
-                    "executorch": "executorch"}
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """Operator profiles of one variant, in the process that calls `profile_variant`.
 
-Each runtime has its own module here exposing `profile(runner, variant, artifact, image, calls,
-work_dir) -> Capture`: it runs `calls` profiled inferences with the runtime's own profiler and
-returns the operators of each call in execution order. Timing with the profiler off uses the
-bench's own runner (mobilenet.measure.runners), so the unprofiled p50 is the benchmarked code path.
+Each runtime's record (mobilenet.registry, Runtime.profiler) names its module here, exposing
+`profile(runner, variant, artifact, image, calls, work_dir) -> Capture`: it runs `calls`
+profiled inferences with the runtime's own profiler and returns the operators of each call in
+execution order. Timing with the profiler off uses the bench's own runner
+(mobilenet.measure.runners), so the unprofiled p50 is the benchmarked code path.
 """
 from __future__ import annotations
 
@@ -18,11 +19,7 @@ import numpy as np
 from mobilenet.explain import kinds
 from mobilenet.explain.records import NOT_AVAILABLE, OK, OperatorProfile, OpTime
 from mobilenet.measure.timing import time_calls
-
-# Which module profiles which runtime (mobilenet.measure.runners module name -> module here).
-PROFILER_MODULES = {"torch_eager": "torch", "torchscript": "torch", "lite_interpreter": "torch",
-                    "onnxruntime": "onnxruntime", "executorch": "executorch", "litert": "litert",
-                    "openvino": "openvino", "aoti": "torch"}
+from mobilenet.registry import runtime_of
 
 WARMUP_CALLS = 3
 
@@ -70,6 +67,9 @@ def profile_variant(variant, artifact: Path, image: np.ndarray, calls: int, work
     during the run affects both sides alike.
     """
     from mobilenet.measure.runners import make_runner
+    profiler = runtime_of(variant).profiler
+    if profiler is None:
+        raise ProfilerUnavailable(f"no operator profiler is wired up for the {variant.runtime} runtime")
     base = OperatorProfile(variant=variant.id, runtime=variant.runtime, precision=variant.precision,
                            status=NOT_AVAILABLE, reason="", profiler="", visibility="", threads=1)
     runner = make_runner(variant.runtime, 1, variant.runner)
@@ -77,7 +77,7 @@ def profile_variant(variant, artifact: Path, image: np.ndarray, calls: int, work
     time_calls(runner.run, image, WARMUP_CALLS)
     half = max(1, calls // 2)
     unprofiled = time_calls(runner.run, image, half)
-    module = importlib.import_module(f"mobilenet.explain.profilers.{PROFILER_MODULES[variant.runtime]}")
+    module = importlib.import_module(f"mobilenet.explain.profilers.{profiler}")
     try:
         capture = module.profile(runner, variant, Path(artifact), image, calls, Path(work_dir))
     except ProfilerUnavailable as exc:

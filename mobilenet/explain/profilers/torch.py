@@ -11,13 +11,10 @@ import time
 
 import torch
 
+from mobilenet.registry import runtime_of
+
 PROFILER_NAME = f"torch.profiler (torch {torch.__version__})"
 CALL_RANGE = "explain::call"
-_VISIBILITY = {"torch_eager": "every aten operator eager PyTorch dispatches",
-               "torchscript": "every aten/quantized operator the TorchScript interpreter dispatches",
-               "lite_interpreter": "every aten operator the lite interpreter dispatches",
-               "aoti": "only the aten operators AOTInductor's compiled code calls (its fused C++ kernels, "
-                       "which hold the rest, run unseen between them)"}
 
 
 def _is_operator(name: str) -> bool:
@@ -59,5 +56,5 @@ def profile(runner, variant, artifact, image, calls: int, work_dir):
                 runner.run(image)
             wall.append((time.perf_counter() - start) * 1000)
     return Capture(profiler=PROFILER_NAME,
-                   visibility=_VISIBILITY[variant.runtime],
+                   visibility=runtime_of(variant).profiler_sees,
                    calls=split_calls(prof.profiler.kineto_results.events()), profiled_ms=wall)

@@ -60,7 +60,7 @@ def _load_libtorch() -> ctypes.CDLL:
 
 
 @functools.cache
-def _shim() -> "_Shim":
+def _shim() -> _Shim:
     """libtorch loaded and its calls declared once per process, however many runners it makes
     (explain profiles several AOTInductor packages in one process)."""
     return _Shim(_load_libtorch())

@@ -25,7 +25,7 @@ log = logging.getLogger("mobilenet.measure.runners.executorch")
 # RuntimeUnavailable).
 with output_to_log(log, "executorch runtime import"):
     import torch
-    from executorch.extension.pybindings import _C as portable_lib
+    from executorch.extension.pybindings import _C as portable_lib  # noqa: N811 (the native module's own name)
 
 _pool_threads: int | None = None  # what this process's thread pool was sized to
 
