@@ -24,6 +24,9 @@ TIER_OF_FIXTURE = {
     "tiny_env": ("slow",),  # runs `invoke` itself with the chain's tiny settings
     "sshd": ("sshd",),  # a real OpenSSH server on 127.0.0.1
     "arm64_host": ("arm64", "slow"),  # the emulated ARM64 host of .ci/arm64-host
+    "aoti_fp32": ("slow",),  # an AOTInductor package compiled by g++ (about a minute each)
+    "aoti_int8": ("slow",),
+    "explained": ("slow",),  # invoke explain's jobs on a real build
 }
 
 

@@ -121,6 +121,18 @@ def test_each_runner_reports_the_first_package_of_its_record():
         assert runner.package == runtime.packages[0], runtime.name
 
 
+def test_every_builder_named_in_the_registry_is_a_function_of_its_module():
+    """The build step imports `module:function` only when it builds; a renamed function would
+    otherwise surface minutes into a build."""
+    import importlib
+    import inspect
+    for variant in VARIANTS:
+        module, _, function = variant.builder.partition(":")
+        builder = getattr(importlib.import_module(module), function, None)
+        assert inspect.isfunction(builder), f"{variant.id}: {variant.builder} is no function"
+        assert list(inspect.signature(builder).parameters)[:1] == ["ctx"], f"{variant.id}: {variant.builder}(ctx)"
+
+
 def test_the_measure_package_imports_nothing_of_the_project_beyond_itself_and_logs():
     """Device mode ships mobilenet/measure and mobilenet/logs.py only: a runtime fact a runner or
     the worker needs is handed to it by its caller, never read from the registry."""

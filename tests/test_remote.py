@@ -117,6 +117,7 @@ def _remote_bench(sshd, build: Path, hosts: str, *options: str, timeout: int) ->
 
 
 @requires_shared
+@pytest.mark.slow  # the whole chain runs on each host
 @requires_sshd
 def test_remote_bench_two_hosts_and_a_dead_one(sshd, image_server, tmp_path):
     build, hosts_root = tmp_path / "build", tmp_path / "hosts"
@@ -152,6 +153,7 @@ def test_remote_bench_two_hosts_and_a_dead_one(sshd, image_server, tmp_path):
 
 
 @requires_shared
+@pytest.mark.slow  # the whole chain runs on each host
 @requires_sshd
 def test_failing_hosts_say_where_and_why(sshd, image_server, tmp_path):
     """A chain that fails still sends its logs home; a missing venv is named."""
