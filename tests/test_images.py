@@ -34,6 +34,10 @@ def test_committed_manifest_is_valid():
     assert len(calib) == 50 and len(chosen["eval"]) == 200
     assert not calib & {r.filename for r in chosen["eval"]}, "calibration and evaluation must be disjoint"
     assert all(r.sha256 and r.label is not None for r in rows)
+    # All 1000 sample photos, one per class; the default 250 first, exactly the ones the mirror holds.
+    assert sorted(r.label for r in rows) == list(range(1000))
+    assert [r.default for r in rows] == [True] * 250 + [False] * 750
+    assert {r.filename for r in rows if r.default} == {p.name for p in SAMPLE_IMAGES.glob("*.JPEG")}
 
 
 @pytest.mark.parametrize("name", ["../evil.jpg", "/etc/passwd", "a/b.jpg", "..", ".hidden", "a\\b.jpg", ""])
@@ -140,10 +144,14 @@ def test_local_folder_with_and_without_labels(tmp_path):
         (tmp_path / name).write_bytes((SAMPLE_IMAGES / name).read_bytes())
     unlabelled = images.local_image_set(tmp_path, None, calib_count=2, eval_count=10)
     assert len(unlabelled.calib) == 2 and len(unlabelled.eval) == 3 and not unlabelled.labelled
+    assert sorted(p.name for p in unlabelled.files()) == _names(5)
     labels = tmp_path / "labels.csv"
-    labels.write_text("filename,label\n" + "".join(f"{n},{i}\n" for i, n in enumerate(_names(5))))
+    label_of = {n: i for i, n in enumerate(_names(5))}
+    labels.write_text("filename,label\n" + "".join(f"{n},{i}\n" for n, i in label_of.items()))
     labelled = images.local_image_set(tmp_path, labels, calib_count=2, eval_count=10)
-    assert labelled.eval_labels == (2, 3, 4)
+    assert labelled.eval_labels == tuple(label_of[p.name] for p in labelled.eval)
+    assert labelled.calib_labels == tuple(label_of[p.name] for p in labelled.calib)
+    assert (labelled.calib_classes, labelled.eval_classes) == (2, 3)
 
 
 def test_unreachable_host_stops_early(tmp_path):
@@ -177,7 +185,7 @@ def _local_folder(folder: Path, names=("a.jpg", "b.jpg", "c.jpg")) -> Path:
     ("a.jpg,1\nb.jpg\nc.jpg,3\n", r"labels\.csv:3: no label"),
     ("a.jpg,1\nb.jpg,\nc.jpg,3\n", r"labels\.csv:3: no label"),
     ("a.jpg,1\n,2\n", r"labels\.csv:3: no file name"),
-    ("a.jpg,1\nb.jpg,2\n", r"labels\.csv has no line for 1 evaluation photo\(s\) of .*: c\.jpg"),
+    ("a.jpg,1\nb.jpg,2\n", r"labels\.csv has no line for 1 photo\(s\) of .*: c\.jpg"),
 ], ids=["word", "decimal", "1000", "negative", "duplicate", "no-label-field", "empty-label", "no-name",
         "missing-row"])
 def test_labels_csv_errors_name_the_file_and_line(tmp_path, lines, message):
@@ -201,9 +209,9 @@ def test_labels_csv_that_is_not_one_is_named(tmp_path, content, message):
 
 def test_labels_csv_from_a_spreadsheet_with_a_bom_is_read(tmp_path):
     labels = tmp_path / "labels.csv"
-    labels.write_bytes("filename,label\nb.jpg,7\nc.jpg,999\n".encode("utf-8-sig"))
+    labels.write_bytes("filename,label\na.jpg,3\nb.jpg,7\nc.jpg,999\n".encode("utf-8-sig"))
     chosen = images.local_image_set(_local_folder(tmp_path / "photos"), labels, calib_count=1, eval_count=10)
-    assert chosen.eval_labels == (7, 999)
+    assert sorted(chosen.eval_labels + chosen.calib_labels) == [3, 7, 999]
 
 
 @pytest.mark.parametrize("label, message", [

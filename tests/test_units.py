@@ -118,14 +118,20 @@ def test_scores_and_gate():
     labels = [0, 1, 2, 3, 4, 5, 6, 7, 8, 0]  # reference top-1 = 90 %
     same = accuracy.score(reference, reference, labels)
     assert (same.top1_pct, same.agreement_pct) == (90.0, 100.0)
-    assert accuracy.gate(same, 90.0)[0] == accuracy.OK
-    # 9/10 agree (90 %), top-1 drops 10 points -> FAILED on the drop
-    worse = accuracy.score(_logits([9, 1, 2, 3, 4, 5, 6, 7, 8, 9]), reference, labels)
+    # Ten identical answers cannot show >= 90 % agreement (Wilson: 72-100 %); 200 can.
+    assert accuracy.gate(same)[0] == accuracy.INCONCLUSIVE
+    many = np.tile(reference, (20, 1))
+    assert accuracy.gate(accuracy.score(many, many, labels * 20))[0] == accuracy.OK
+    # 9/10 agree (90 %), top-1 drops 10 points: 10 photos cannot tell; 200 show it is FAILED on the drop
+    answers = _logits([9, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    worse = accuracy.score(answers, reference, labels)
     assert worse.agreement_pct == 90.0 and worse.top1_pct == 80.0
-    assert accuracy.gate(worse, 90.0)[0] == accuracy.FAILED
-    # Unlabelled: only agreement counts; 85 % is DEGRADED, 70 % FAILED
-    assert accuracy.gate(accuracy.Scores(None, None, 85.0, 0.1), None)[0] == accuracy.DEGRADED
-    assert accuracy.gate(accuracy.Scores(None, None, 70.0, 0.1), None)[0] == accuracy.FAILED
+    assert accuracy.gate(worse)[0] == accuracy.INCONCLUSIVE
+    assert accuracy.gate(accuracy.score(np.tile(answers, (20, 1)), many, labels * 20))[0] == accuracy.FAILED
+    # Unlabelled: only agreement counts; at 200 photos 85 % is DEGRADED, 70 % FAILED
+    for agreeing, status in ((170, accuracy.DEGRADED), (140, accuracy.FAILED)):
+        top1 = [0] * agreeing + [1] * (200 - agreeing)
+        assert accuracy.gate(accuracy.score(_logits(top1), _logits([0] * 200), None))[0] == status
 
 
 def test_fp32_parity_threshold():

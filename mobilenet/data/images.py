@@ -1,10 +1,17 @@
-"""Labelled real photos: the committed manifest, downloading it, or the user's own folder."""
+"""Labelled real photos: the committed manifest, downloading it, or the user's own folder.
+
+Which photos calibrate and which are scored is decided here, once (choose_photos): round-robin
+over the classes in a seeded order, so that a few calibration photos span as many classes as
+there are photos, and no photo is ever in both sets.
+"""
 from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import hashlib
 import logging
+import random
 import re
 import time
 import urllib.parse
@@ -16,7 +23,7 @@ from mobilenet.files import atomic_path, sha256_file
 
 log = logging.getLogger("mobilenet.data.images")
 
-MANIFEST_FIELDS = ("filename", "label", "category", "split", "bytes", "sha256", "url")
+MANIFEST_FIELDS = ("filename", "label", "category", "split", "bytes", "sha256", "url", "default")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 NUM_CLASSES = 1000  # labels are ImageNet class indices
@@ -24,6 +31,10 @@ NUM_CLASSES = 1000  # labels are ImageNet class indices
 # the whole of one file, retries included.
 FILE_DEADLINE_S = 120.0
 CHUNK_BYTES = 64 * 1024
+# Fixed, so that the same folder and counts always choose the same photos (results stay comparable).
+SELECTION_SEED = 0
+CLASSES_CSV = Path(__file__).with_name("imagenet_classes.csv")
+SYNSET_PATTERN = re.compile(r"n[0-9]{8}")
 
 
 class ManifestError(ValueError):
@@ -31,13 +42,13 @@ class ManifestError(ValueError):
 
 
 class DownloadError(RuntimeError):
-    def __init__(self, failures: list[tuple[str, str]], kept: int):
+    def __init__(self, failures: list[tuple[str, str]], kept: int, hint: str = ""):
         self.failures = failures
         lines = "\n".join(f"  {url}: {reason}" for url, reason in failures)
         super().__init__(
             f"{len(failures)} image(s) failed to download ({kept} verified files kept):\n{lines}\n"
             "Rerun to retry; use --mirror URL (MOBILENET_MIRROR) to fetch the same files from "
-            "another host, or --local-images DIR for a folder of your own.")
+            f"another host, or --local-images DIR for a folder of your own.{hint}")
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,7 @@ class ManifestRow:
     bytes: int | None
     sha256: str | None
     url: str
+    default: bool = True  # one of the photos used without --all-photos (the offline mirror's)
 
 
 @dataclass(frozen=True)
@@ -58,13 +70,33 @@ class ImageSet:
     calib: tuple[Path, ...]
     eval: tuple[Path, ...]
     eval_labels: tuple[int, ...] | None  # None: unlabelled, only agreement with FP32 is scored
+    calib_labels: tuple[int, ...] | None = None
+    root: Path | None = None  # photos are named relative to it (a class folder's photos by folder/name)
+
+    def __post_init__(self):
+        overlap = set(self.calib) & set(self.eval)
+        assert not overlap, f"calibration and evaluation share {len(overlap)} photo(s), e.g. {min(overlap)}"
 
     @property
     def labelled(self) -> bool:
         return self.eval_labels is not None
 
+    @property
+    def calib_classes(self) -> int | None:
+        """How many classes the calibration photos span (None: their labels are unknown)."""
+        return None if self.calib_labels is None else len(set(self.calib_labels))
+
+    @property
+    def eval_classes(self) -> int | None:
+        return None if self.eval_labels is None else len(set(self.eval_labels))
+
     def files(self) -> list[Path]:
         return [*self.calib, *self.eval]
+
+    def name_of(self, path: Path) -> str:
+        if self.root is not None and path.is_relative_to(self.root):
+            return path.relative_to(self.root).as_posix()
+        return path.name
 
 
 def safe_target(folder: Path, filename: str) -> Path:
@@ -107,6 +139,57 @@ def parse_label(text: str | None) -> int:
     return label
 
 
+@functools.cache
+def imagenet_classes() -> dict[str, int]:
+    """WordNet synset -> ImageNet-1k class index, the labels the manifest uses (torchvision's
+    order, which is the synsets sorted), from imagenet_classes.csv beside this module."""
+    with open(CLASSES_CSV, newline="", encoding="utf-8") as fh:
+        table = {row["synset"]: int(row["index"]) for row in csv.DictReader(fh)}
+    assert sorted(table.values()) == list(range(NUM_CLASSES)), f"{CLASSES_CSV} must list {NUM_CLASSES} classes"
+    return table
+
+
+def synset_label(synset: str) -> int:
+    """The class index of a synset such as n01440764; ValueError for anything else."""
+    label = imagenet_classes().get(synset)
+    if label is None:
+        raise ValueError(f"{synset!r} is not one of the {NUM_CLASSES} ImageNet-1k synsets "
+                         "(WordNet ids such as n01440764)")
+    return label
+
+
+def spread_order(labels, seed: int = SELECTION_SEED) -> list[int]:
+    """Positions 0..len(labels)-1 in round-robin order over the classes: one photo of every class,
+    then a second of every class that has one, and so on. Classes, and photos within a class,
+    are taken in a seeded shuffle, so any prefix spans as many classes as it can and never
+    follows the file names (sorted names group a class together). A None label is a class of
+    its own, so an unlabelled folder comes out in a seeded random order."""
+    rng = random.Random(seed)
+    groups: dict[object, list[int]] = {}
+    for position, label in enumerate(labels):
+        groups.setdefault(("alone", position) if label is None else label, []).append(position)
+    queues = list(groups.values())  # in order of first appearance: deterministic
+    rng.shuffle(queues)
+    for queue in queues:
+        rng.shuffle(queue)
+    order, depth = [], 0
+    while queues:
+        order.extend(queue[depth] for queue in queues)
+        depth += 1
+        queues = [queue for queue in queues if len(queue) > depth]
+    return order
+
+
+def choose_photos(labels, calib_count: int, eval_count: int | None) -> tuple[list[int], list[int]]:
+    """Positions of the calibration and the evaluation photos among candidates with these labels:
+    the first calib_count of spread_order, then up to eval_count more (None: all the rest)."""
+    order = spread_order(labels)
+    calib = order[:calib_count]
+    evaluation = order[calib_count:] if eval_count is None else order[calib_count:calib_count + eval_count]
+    assert not set(calib) & set(evaluation), "a calibration photo was chosen for evaluation too"
+    return calib, evaluation
+
+
 @contextlib.contextmanager
 def _csv_rows(path: Path):
     """A DictReader over `path`; a file that is unreadable, not UTF-8 or not CSV is named."""
@@ -145,6 +228,9 @@ def read_manifest(path: Path) -> list[ManifestRow]:
                     raise ValueError(f"sha256 {sha!r} is not 64 hex digits")
                 url = (raw["url"] or "").strip()
                 check_http_url(url, "url")
+                default = (raw.get("default") or "yes").strip().lower()
+                if default not in {"yes", "no"}:
+                    raise ValueError(f"default must be yes or no, got {default!r}")
                 rows.append(ManifestRow(
                     filename=name,
                     label=parse_label(raw["label"]) if (raw.get("label") or "").strip() else None,
@@ -153,6 +239,7 @@ def read_manifest(path: Path) -> list[ManifestRow]:
                     bytes=int(raw["bytes"]) if (raw.get("bytes") or "").strip() else None,
                     sha256=sha,
                     url=url,
+                    default=default == "yes",
                 ))
             except (ValueError, ManifestError) as exc:
                 raise ManifestError(f"{path}:{line_no}: {exc}") from None
@@ -160,33 +247,56 @@ def read_manifest(path: Path) -> list[ManifestRow]:
     return rows
 
 
-def select_rows(rows: list[ManifestRow], calib_count: int, eval_count: int) -> dict[str, list[ManifestRow]]:
-    chosen = {"calib": [r for r in rows if r.split == "calib"][:calib_count],
-              "eval": [r for r in rows if r.split == "eval"][:eval_count]}
-    for split, count in (("calib", calib_count), ("eval", eval_count)):
-        if len(chosen[split]) < count:
-            raise ManifestError(f"the manifest has {len(chosen[split])} {split} photos, {count} were asked for")
+def select_rows(rows: list[ManifestRow], calib_count: int, eval_count: int,
+                all_photos: bool = False) -> dict[str, list[ManifestRow]]:
+    """The manifest's calibration and evaluation photos, each in manifest order.
+
+    Without all_photos only the default rows (the ones the offline mirror holds); with it every
+    row, and every evaluation row is scored (eval_count does not apply). Fewer photos than a
+    split has are chosen spread over the classes (choose_photos), so asking for all of them
+    gives the split exactly as the manifest lists it.
+    """
+    pool = rows if all_photos else [r for r in rows if r.default]
+    splits = {split: [r for r in pool if r.split == split] for split in ("calib", "eval")}
+    chosen = {}
+    for split, count in (("calib", calib_count), ("eval", None if all_photos else eval_count)):
+        candidates = splits[split]
+        if count is not None and len(candidates) < count:
+            more = sum(r.split == split for r in rows) - len(candidates)
+            hint = f" ({more} more with --all-photos, MOBILENET_ALL_PHOTOS=1)" if more and not all_photos else ""
+            raise ManifestError(f"the manifest has {len(candidates)} {'' if all_photos else 'default '}{split} "
+                                f"photos, {count} were asked for{hint}")
+        picked, _ = choose_photos([r.label for r in candidates], len(candidates) if count is None else count, 0)
+        chosen[split] = [candidates[i] for i in sorted(picked)]
+    overlap = {r.filename for r in chosen["calib"]} & {r.filename for r in chosen["eval"]}
+    assert not overlap, f"photo(s) {sorted(overlap)[:3]} would both calibrate and be scored"
     return chosen
 
 
-def build_manifest(source_csv: Path, out_csv: Path, calib_count: int = 50, only_local: bool = True) -> None:
+def build_manifest(source_csv: Path, out_csv: Path, calib_count: int = 50, only_local: bool = False) -> None:
     """Write our manifest from the facts of ../shared/imagenet-sample/manifest.csv.
 
-    Only the photos the offline mirror holds (local = yes) by default, so that every row
-    can be fetched on a machine without internet. Every 5th one is a calibration photo,
-    spreading both splits over the classes; the rest are the evaluation set.
+    First the photos the offline mirror holds (local = yes), default = yes: what every run uses
+    unless --all-photos, so that it works on a machine without internet. Every 5th of them is a
+    calibration photo (one photo per class, so that spreads calibration evenly over the
+    classes); the rest are evaluation photos. Then, unless only_local, every other photo as an
+    evaluation photo with default = no: these need internet (--all-photos).
     """
     with open(source_csv, newline="") as fh:
-        source = [r for r in csv.DictReader(fh) if not only_local or r.get("local") == "yes"]
-    step = max(1, len(source) // calib_count)
+        source = list(csv.DictReader(fh))
+    local = [r for r in source if r.get("local") == "yes"]
+    others = [] if only_local else [r for r in source if r.get("local") != "yes"]
+    step = max(1, len(local) // calib_count)
     with atomic_path(out_csv) as tmp, open(tmp, "w", newline="") as out:
         writer = csv.DictWriter(out, fieldnames=MANIFEST_FIELDS)
         writer.writeheader()
-        for position, row in enumerate(source):
-            is_calib = position % step == 0 and position // step < calib_count
+        for position, row in enumerate([*local, *others]):
+            is_local = position < len(local)
+            is_calib = is_local and position % step == 0 and position // step < calib_count
             writer.writerow({"filename": row["filename"], "label": row["index"],
                              "category": row["category"], "split": "calib" if is_calib else "eval",
-                             "bytes": row["bytes"], "sha256": row["sha256"], "url": row["url"]})
+                             "bytes": row["bytes"], "sha256": row["sha256"], "url": row["url"],
+                             "default": "yes" if is_local else "no"})
 
 
 def source_url(row: ManifestRow, mirror: str | None) -> str:
@@ -374,7 +484,8 @@ def download(rows: list[ManifestRow], folder: Path, mirror: str | None = None, *
 
 
 def read_labels(path: Path) -> dict[str, int]:
-    """filename -> label from a 'filename,label' CSV; errors name the file and line."""
+    """filename -> label from a 'filename,label' CSV (a class index 0-999 or a synset such as
+    n01440764); errors name the file and line."""
     labels, first_line = {}, {}
     with _csv_rows(path) as reader:
         if not {"filename", "label"} <= set(reader.fieldnames or ()):
@@ -386,51 +497,110 @@ def read_labels(path: Path) -> dict[str, int]:
                     raise ValueError("no file name")
                 if name in first_line:
                     raise ValueError(f"{name} is listed twice (first on line {first_line[name]})")
-                labels[name] = parse_label(row["label"])
+                text = (row["label"] or "").strip()
+                labels[name] = synset_label(text) if SYNSET_PATTERN.fullmatch(text) else parse_label(text)
             except ValueError as exc:
                 raise ManifestError(f"{path}:{reader.line_num}: {exc}") from None
             first_line[name] = reader.line_num
     return labels
 
 
+def _photos_in(folder: Path) -> list[Path]:
+    # Dotfiles are never photos: macOS '._x.jpg' resource forks, an editor's or our own
+    # '.x.part.jpg' leftovers.
+    return sorted(p for p in folder.iterdir()
+                  if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _listed(names: list[str], limit: int = 5) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def class_folder_photos(folder: Path) -> tuple[list[Path], list[int]] | None:
+    """Photos and labels of an ImageNet-validation layout, DIR/<synset>/*.JPEG (a photo's label is
+    its folder's class index); None when `folder` holds its photos directly (a flat folder)."""
+    if _photos_in(folder):
+        synset_dirs = sorted(p.name for p in folder.iterdir() if p.is_dir() and SYNSET_PATTERN.fullmatch(p.name))
+        if synset_dirs:
+            raise ManifestError(f"{folder} holds photos and class folders ({_listed(synset_dirs)}): keep either "
+                                "the photos (flat, labels from --local-labels) or one folder per synset")
+        return None
+    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    photos, labels = [], []
+    for class_dir in class_dirs:
+        try:
+            label = synset_label(class_dir.name)
+        except ValueError as exc:
+            raise ManifestError(f"class folder {class_dir}: {exc}; rename it to its synset or remove it") from None
+        found = _photos_in(class_dir)
+        if not found:
+            raise ManifestError(f"class folder {class_dir} is empty (no {'/'.join(sorted(IMAGE_SUFFIXES))} "
+                                "files): add its photos or remove it")
+        photos += found
+        labels += [label] * len(found)
+    return (photos, labels) if class_dirs else None
+
+
 def local_image_set(folder: Path, labels_csv: Path | None, calib_count: int, eval_count: int) -> ImageSet:
-    """A user's own folder: sorted files, the first calib_count calibrate, the next eval_count score."""
+    """A user's own folder, flat (labels, if any, from labels_csv) or one folder per synset.
+
+    Calibration photos are chosen round-robin over the classes (choose_photos), then up to
+    eval_count others are scored, so neither set is the first photos in file-name order.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise ManifestError(f"local image folder {folder} does not exist")
-    # Dotfiles are never photos: macOS '._x.jpg' resource forks, an editor's or our own
-    # '.x.part.jpg' leftovers.
-    files = sorted(p for p in folder.iterdir()
-                   if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    by_class = class_folder_photos(folder)
+    if by_class is not None:
+        if labels_csv:
+            raise ManifestError(f"--local-labels {labels_csv}: {folder} has one folder per synset, which gives "
+                                "every photo's label; drop --local-labels")
+        files, labels = by_class
+    else:
+        files, labels = _photos_in(folder), None
     if len(files) < calib_count + 1:
         raise ManifestError(f"{folder} has {len(files)} images; need more than {calib_count} "
                             "(calibration photos plus at least one to evaluate)")
-    calib, evaluation = files[:calib_count], files[calib_count:calib_count + eval_count]
-    labels = None
-    if labels_csv:
+    if labels is None and labels_csv:
         by_name = read_labels(Path(labels_csv))
-        unlabelled = [p.name for p in evaluation if p.name not in by_name]
+        unlabelled = [p.name for p in files if p.name not in by_name]
         if unlabelled:
-            more = f" and {len(unlabelled) - 5} more" if len(unlabelled) > 5 else ""
-            raise ManifestError(f"{labels_csv} has no line for {len(unlabelled)} evaluation photo(s) of "
-                                f"{folder}: {', '.join(unlabelled[:5])}{more} (add 'filename,label' lines, "
-                                "or drop --local-labels to score agreement with FP32 only)")
-        labels = tuple(by_name[p.name] for p in evaluation)
-    return ImageSet(f"local:{folder.resolve()}", tuple(calib), tuple(evaluation), labels)
+            raise ManifestError(f"{labels_csv} has no line for {len(unlabelled)} photo(s) of {folder}: "
+                                f"{_listed(unlabelled)} (add 'filename,label' lines, or drop --local-labels "
+                                "to score agreement with FP32 only)")
+        labels = [by_name[p.name] for p in files]
+    calib, evaluation = choose_photos(labels or [None] * len(files), calib_count, eval_count)
+    return ImageSet(f"local:{folder.resolve()}", tuple(files[i] for i in calib), tuple(files[i] for i in evaluation),
+                    None if labels is None else tuple(labels[i] for i in evaluation),
+                    None if labels is None else tuple(labels[i] for i in calib), root=folder)
+
+
+def _all_photos(settings) -> bool:
+    return bool(getattr(settings, "all_photos", False))
+
+
+def manifest_rows(settings) -> dict[str, list[ManifestRow]]:
+    return select_rows(read_manifest(settings.manifest), settings.calib_count, settings.eval_count,
+                       _all_photos(settings))
 
 
 def manifest_image_set(settings) -> ImageSet:
-    chosen = select_rows(read_manifest(settings.manifest), settings.calib_count, settings.eval_count)
+    chosen = manifest_rows(settings)
     paths = {split: tuple(safe_target(settings.images_dir / split, r.filename) for r in rows)
              for split, rows in chosen.items()}
     missing = [p for p in paths["calib"] + paths["eval"] if not p.is_file()]
     if missing:
+        also = " --all-photos" if _all_photos(settings) else ""
         raise ManifestError(f"{len(missing)} photo(s) not downloaded yet (e.g. {missing[0]}): "
-                            "run `invoke download-images`")
-    labels = [r.label for r in chosen["eval"]]
-    return ImageSet(f"manifest:{settings.manifest.name} ({settings.calib_count} calib, "
-                    f"{settings.eval_count} eval)", paths["calib"], paths["eval"],
-                    None if None in labels else tuple(labels))
+                            f"run `invoke download-images{also}`")
+    labels = {split: [r.label for r in rows] for split, rows in chosen.items()}
+    # Without --all-photos the name is what it always was, so that earlier builds stay fresh.
+    which = ", all photos" if _all_photos(settings) else ""
+    return ImageSet(f"manifest:{settings.manifest.name}{which} ({len(chosen['calib'])} calib, "
+                    f"{len(chosen['eval'])} eval)", paths["calib"], paths["eval"],
+                    None if None in labels["eval"] else tuple(labels["eval"]),
+                    None if None in labels["calib"] else tuple(labels["calib"]))
 
 
 def image_set(settings) -> ImageSet:
@@ -443,13 +613,15 @@ def image_set(settings) -> ImageSet:
 def download_images(settings) -> dict[str, int]:
     """The download-images step: fetch the manifest's calibration and evaluation photos."""
     if settings.local_images:
+        from tqdm import tqdm
         images = image_set(settings)
-        bad = [f"  {path.name}: {problem}" for path in images.files() if (problem := image_problem(path))]
+        checking = tqdm(images.files(), desc="check photos", unit="img", disable=settings.quiet, leave=False)
+        bad = [f"  {images.name_of(path)}: {problem}" for path in checking if (problem := image_problem(path))]
         if bad:
             raise ManifestError(f"{len(bad)} file(s) in {settings.local_images} are not usable photos "
                                 "(remove or replace them):\n" + "\n".join(bad))
         return {"downloaded": 0, "kept": len(images.files())}
-    chosen = select_rows(read_manifest(settings.manifest), settings.calib_count, settings.eval_count)
+    chosen = manifest_rows(settings)
     totals = {"downloaded": 0, "kept": 0}
     failures: list[tuple[str, str]] = []
     for split, rows in chosen.items():
@@ -462,5 +634,10 @@ def download_images(settings) -> dict[str, int]:
         for key in totals:
             totals[key] += counts[key]
     if failures:
-        raise DownloadError(failures, kept=totals["kept"] + totals["downloaded"])
+        hint = ""
+        if _all_photos(settings) and settings.mirror:
+            hint = (f"\nWith --all-photos (MOBILENET_ALL_PHOTOS) all {sum(map(len, chosen.values()))} photos are "
+                    "fetched, and a mirror of ../shared/imagenet-sample holds only the default 250: offline, "
+                    "leave --all-photos out.")
+        raise DownloadError(failures, kept=totals["kept"] + totals["downloaded"], hint=hint)
     return totals
