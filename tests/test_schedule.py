@@ -16,7 +16,7 @@ import time
 import pytest
 from conftest import REPO
 
-from mobilenet.build import schedule
+from mobilenet.build import schedule, staleness
 from mobilenet.build import step as build
 from mobilenet.data import store as dataset
 from mobilenet.files import hold_build_lock, lock_handoff, write_json
@@ -172,7 +172,7 @@ def fake_steps(tmp_path, monkeypatch):
     monkeypatch.setattr(build, "run_step", lambda step, settings, force=False, **known: here.append(step) or
                         [{"variant": step, "status": "ok"}])
     fresh = {"quantize-dynamic"}
-    monkeypatch.setattr(build, "stale_variants", lambda step, settings, force=False, data=None:
+    monkeypatch.setattr(staleness, "stale_variants", lambda step, settings, force=False, data=None:
                         {} if step in fresh and not force else {v.id: "missing" for v in for_step(step)})
     monkeypatch.setattr(dataset, "prepare", lambda settings: None)
     launched = []

@@ -24,11 +24,7 @@ import numpy as np
 from mobilenet import accuracy, logs
 from mobilenet.bench.energy import RaplMeter
 from mobilenet.bench.rows import accuracy_fields, make_result
-from mobilenet.build.step import (
-    artifact_problem,
-    check_logits_path,
-    reference_logits_path,
-)
+from mobilenet.build.artifacts import artifact_problem, check_logits_path, reference_logits_path
 from mobilenet.data.store import Prepared, prepare
 from mobilenet.files import hold_build_lock, read_json
 from mobilenet.freshness import is_fresh, module_files, record_stamp, stamp_path

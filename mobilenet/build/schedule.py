@@ -31,8 +31,8 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from mobilenet import logs
 from mobilenet.files import hold_build_lock, lock_handoff, read_json, write_json
@@ -111,6 +111,7 @@ def build_steps(steps: list[str], settings: Settings, force: bool = False) -> It
     A step run here raises its own error (BuildError, BuildFolderBusy, ...); a step run as a
     child raises StepError. Either stops the run.
     """
+    from mobilenet.build import staleness
     from mobilenet.build import step as build
     from mobilenet.data.store import prepare
     hold_build_lock(settings.build_dir)
@@ -122,7 +123,7 @@ def build_steps(steps: list[str], settings: Settings, force: bool = False) -> It
         data = prepare(settings)
         stale = {}
         for step in wave:
-            reasons = build.stale_variants(step, settings, force, data)
+            reasons = staleness.stale_variants(step, settings, force, data)
             if reasons:
                 stale[step] = reasons
             else:  # it only says "up to date" (or "nothing selected") and reports its FAILED variants

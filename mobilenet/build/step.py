@@ -32,7 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from mobilenet import accuracy, logs
-from mobilenet.build.model import WeightsInfo, load_fp32, weights_input_files
+from mobilenet.build.artifacts import check_logits_path, kept_files, reference_logits_path
+from mobilenet.build.model import WeightsInfo, load_fp32
+from mobilenet.build.staleness import selected_variants, stale_variants, step_inputs, step_settings, variant_stamp
 from mobilenet.data.store import Prepared, prepare
 from mobilenet.files import (
     disk_error,
@@ -41,18 +43,12 @@ from mobilenet.files import (
     sha256_cached,
     write_json,
 )
-from mobilenet.freshness import is_fresh, module_files, record_stamp, stamp_path
-from mobilenet.registry import REFERENCE_ID, Variant, by_id, for_step, select
+from mobilenet.freshness import record_stamp
+from mobilenet.registry import REFERENCE_ID, Variant, by_id, for_step
 from mobilenet.results import FAILED, OK, SKIPPED
 from mobilenet.settings import Settings
 
 log = logging.getLogger("mobilenet.build.step")
-
-# Code whose edit changes what a build step makes or how it is judged (the builder's own
-# module and the variant's runner are added per step).
-BUILD_CODE = ("mobilenet.build.step", "mobilenet.accuracy", "mobilenet.measure.worker", "mobilenet.build.model",
-              "mobilenet.data.preprocess", "mobilenet.measure.npyimages", "mobilenet.measure.runners")
-
 
 class BuildError(RuntimeError):
     pass
@@ -106,37 +102,6 @@ def _builder(variant: Variant):
     return getattr(importlib.import_module(module_name), function_name)
 
 
-def check_logits_path(models_dir: Path, variant: Variant) -> Path:
-    """The evaluation photos' logits from the variant's build check (accuracy comes from these)."""
-    return Path(models_dir) / f"{variant.id}.check-logits.npy"
-
-
-def reference_logits_path(settings: Settings) -> Path:
-    return check_logits_path(settings.models_dir, by_id(REFERENCE_ID))
-
-
-def _kept_files(variant: Variant, models_dir: Path) -> list[Path]:
-    return [*variant.artifact_files(models_dir), check_logits_path(models_dir, variant)]
-
-
-def artifact_problem(variant: Variant, models_dir: Path) -> str | None:
-    """Why the variant's built files cannot be trusted, or None: the meta must exist and every
-    file it vouches for must still have the sha256 it recorded."""
-    meta_path = variant.meta_path(models_dir)
-    if not meta_path.exists():
-        return "not built"
-    meta = read_json(meta_path)
-    if "files_sha256" not in meta:  # skipped, or FAILED by a build error: nothing was kept to check
-        return None
-    recorded = meta.get("files_sha256") or {}
-    for path in _kept_files(variant, models_dir):
-        if not path.exists():
-            return f"{path.name} is missing"
-        if recorded.get(path.name) != sha256_cached(path):
-            return f"{path.name} is not the file its build recorded (changed or half-written)"
-    return None
-
-
 def _load_reference(settings: Settings):
     """FP32 model and weights as saved by the export step (the input of every later step)."""
     reference = by_id(REFERENCE_ID)
@@ -148,26 +113,6 @@ def _load_reference(settings: Settings):
     model = torchvision.models.mobilenet_v2(weights=None)
     model.load_state_dict(torch.load(reference.artifact_path(settings.models_dir), weights_only=True))
     return model.eval(), WeightsInfo(**read_json(meta_path)["weights"])
-
-
-def step_inputs(step: str, settings: Settings, variants: list[Variant]) -> list[Path]:
-    """Files whose content makes the step stale: weights or FP32 model, photos and labels,
-    the builders, the runners that check them, and the build code itself."""
-    data = [settings.data_dir / "calib.npy", settings.data_dir / "eval.npy", settings.data_dir / "images.json"]
-    if step == "export":
-        upstream = weights_input_files(settings.weights)
-    else:
-        reference = by_id(REFERENCE_ID)
-        upstream = [reference.artifact_path(settings.models_dir), reference_logits_path(settings)]
-    code = module_files(*BUILD_CODE, *{v.builder.split(":")[0] for v in variants},
-                        *{f"mobilenet.measure.runners.{v.runtime}" for v in variants})
-    return [*upstream, *data, *code]
-
-
-def step_settings(step: str, settings: Settings, variants: list[Variant], data: Prepared) -> dict:
-    return {"step": step, "weights": settings.weights, "random_weights": settings.random_weights,
-            "image_set": data.image_set,
-            "variants": {v.id: {"builder": v.builder, "engine": v.engine, **v.options} for v in variants}}
 
 
 def judge(variant: Variant, logits: np.ndarray, reference: np.ndarray | None, data: Prepared,
@@ -251,7 +196,7 @@ def finish_variant(built: _Built, ctx: BuildContext, reference: np.ndarray | Non
         # not to when the step got round to reading them: it was building the next variant.
         build_s = max(0.0, built.logits_path.stat().st_mtime - built.started)
         check = judge(variant, logits, reference, ctx.data, ctx.settings.random_weights)
-        kept = _kept_files(variant, built.scratch)
+        kept = kept_files(variant, built.scratch)
         # Into place one by one; the meta written after this is what makes them count.
         for path in kept:
             os.replace(path, models / path.name)
@@ -314,7 +259,7 @@ def run_step(step: str, settings: Settings, force: bool = False, data: Prepared 
 
     def record(ctx: BuildContext, meta: dict) -> None:
         write_json(ctx.variant.meta_path(settings.models_dir), meta)
-        record_stamp(_stamp(step, ctx.variant, settings), step_settings(step, settings, [ctx.variant], data),
+        record_stamp(variant_stamp(step, ctx.variant, settings), step_settings(step, settings, [ctx.variant], data),
                      step_inputs(step, settings, [ctx.variant]))
         results.append(meta)
 
@@ -329,7 +274,7 @@ def run_step(step: str, settings: Settings, force: bool = False, data: Prepared 
             status, reason = FAILED, f"build error: {_first_line(exc)} (traceback in build/logs/{step}.log)"
             logger.error("  %-20s FAILED: %s", variant.id, reason)
         logging.getLogger("mobilenet.build.step").debug("%s", "".join(traceback.format_exception(exc)))
-        for path in _kept_files(variant, settings.models_dir):
+        for path in kept_files(variant, settings.models_dir):
             path.unlink(missing_ok=True)
         record(ctx, {"variant": variant.id, "status": status, "reason": reason, "engine": variant.engine,
                      "weights": weights.as_dict()})
@@ -366,45 +311,6 @@ def run_step(step: str, settings: Settings, force: bool = False, data: Prepared 
             built.discard()
     order = [v.id for v in for_step(step)]
     return _report_failed(logger, sorted(kept + results, key=lambda meta: order.index(meta["variant"])))
-
-
-def selected_variants(step: str, settings: Settings) -> list[Variant]:
-    """The step's variants that MOBILENET_ONLY selects (it narrows the builds too)."""
-    selected = {v.id for v in select(settings.only)}
-    return [v for v in for_step(step) if v.id in selected]
-
-
-def stale_variants(step: str, settings: Settings, force: bool = False, data: Prepared | None = None) -> dict[str, str]:
-    """{variant id: why it must be built} for the step's selected variants; {} when up to date.
-
-    Freshness is per variant: building a subset (MOBILENET_ONLY, device mode) leaves the other
-    variants of the step, and their records, as they were.
-    """
-    variants = selected_variants(step, settings)
-    if force or not variants:
-        return {v.id: "forced" for v in variants}
-    data = data or prepare(settings)
-    return {v.id: reason for v in variants if (reason := _stale_reason(step, v, settings, data))}
-
-
-def _stamp(step: str, variant: Variant, settings: Settings) -> Path:
-    return stamp_path(settings.stamps_dir, f"{step}.{variant.id}")
-
-
-def _stale_reason(step: str, variant: Variant, settings: Settings, data: Prepared) -> str | None:
-    """Why this variant must be built again, or None when its artifact is up to date."""
-    meta = variant.meta_path(settings.models_dir)
-    fresh, reason = is_fresh([meta], step_inputs(step, settings, [variant]),
-                             step_settings(step, settings, [variant], data), _stamp(step, variant, settings))
-    if not fresh:
-        return reason
-    problem = artifact_problem(variant, settings.models_dir)
-    if problem:
-        return f"{variant.id}: {problem}"
-    recorded = read_json(meta)
-    if recorded["status"] == SKIPPED:
-        return f"retrying {variant.id} ({recorded.get('reason')})"
-    return None
 
 
 def _report_failed(logger: logging.Logger, metas: list[dict]) -> list[dict]:

@@ -35,7 +35,7 @@ import numpy as np
 
 from mobilenet import accuracy
 from mobilenet.bench.rows import accuracy_fields, make_result
-from mobilenet.build.step import artifact_problem, reference_logits_path
+from mobilenet.build.artifacts import artifact_problem, reference_logits_path
 from mobilenet.files import read_json, write_json
 from mobilenet.measure.session import Take
 from mobilenet.registry import REFERENCE_ID, RUNTIMES, Variant, by_id, runtime_of, select
@@ -362,7 +362,7 @@ def make_results(variants: list[Variant], threads: int, sessions: list[dict], fo
     machine's eager FP32 (accuracy, the gate) and this machine's answers from the same artifact
     (cross-ISA), both the build check's logits of the first `photos` evaluation photos. The rows
     are made as the local bench makes its own (rows.make_result)."""
-    from mobilenet.build.step import check_logits_path
+    from mobilenet.build.artifacts import check_logits_path
     models = settings.models_dir
     reference = np.load(reference_logits_path(settings))[:photos]
     by_session = [{vid: Take(**take) for vid, take in session.items()} for session in sessions]
