@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mobilenet.build import target
 from mobilenet.build.artifacts import artifact_problem, reference_logits_path
 from mobilenet.build.model import weights_input_files
 from mobilenet.data.store import Prepared, prepare
@@ -36,10 +37,18 @@ def step_inputs(step: str, settings: Settings, variants: list[Variant]) -> list[
     return [*upstream, *data, *code]
 
 
+def _isa_choices(variant: Variant) -> dict:
+    """The build target's relevant flags and the choices made from them: an artifact built for
+    other choices (another CPU, changed rules) is rebuilt."""
+    choices = target.choices_for(variant)
+    return {target.RECORD_KEY: choices.fingerprint()} if choices else {}
+
+
 def step_settings(step: str, settings: Settings, variants: list[Variant], data: Prepared) -> dict:
     return {"step": step, "weights": settings.weights, "random_weights": settings.random_weights,
             "image_set": data.image_set,
-            "variants": {v.id: {"builder": v.builder, "engine": v.engine, **v.options} for v in variants}}
+            "variants": {v.id: {"builder": v.builder, "engine": v.engine, **v.options, **_isa_choices(v)}
+                         for v in variants}}
 
 
 def selected_variants(step: str, settings: Settings) -> list[Variant]:

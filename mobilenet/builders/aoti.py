@@ -17,6 +17,7 @@ import time
 import zipfile
 from pathlib import Path
 
+from mobilenet.build import target
 from mobilenet.logs import output_to_log
 from mobilenet.measure.runners import RuntimeUnavailable
 
@@ -76,15 +77,18 @@ def _quantizer(reduce_range: bool):
     return X86InductorQuantizer().set_global(config), config, prepare_pt2e, convert_pt2e
 
 
-# reduce_range, as X86InductorQuantizer's own docs advise on CPUs without VNNI; the observer choice
-# is aoti-int8's `tuning` in mobilenet/registry.py.
-INT8_SETTINGS = {"quantizer": "X86InductorQuantizer", "reduce_range": True}
+def int8_settings(choices) -> dict:
+    """The quantizer's settings for one target's choices (target.x86_inductor); the observer
+    choice is aoti-int8's `tuning` in mobilenet/registry.py."""
+    return {"quantizer": "X86InductorQuantizer", "reduce_range": choices["reduce_range"]}
 
 
 def compile_int8(ctx, out: Path) -> dict:
     """INT8 AOTInductor package: PT2E static PTQ with X86InductorQuantizer, then AOTInductor."""
     import torch
-    quantizer, config, prepare_pt2e, convert_pt2e = _quantizer(INT8_SETTINGS["reduce_range"])
+    choices = target.x86_inductor(target.build_target())
+    settings = int8_settings(choices)
+    quantizer, config, prepare_pt2e, convert_pt2e = _quantizer(settings["reduce_range"])
     example = ctx.example()
     with output_to_log(ctx.log, "pt2e prepare"):
         prepared = prepare_pt2e(torch.export.export(ctx.fp32_model(), (example,)).module(), quantizer)
@@ -100,8 +104,8 @@ def compile_int8(ctx, out: Path) -> dict:
                            f"({convolutions['float_convolutions']} float ones): the package would run "
                            "dequantized weights through float kernels")
     return {"export": "torch.export.export", "input_shape": list(example.shape),
-            "quantization": "pt2e static PTQ", **INT8_SETTINGS,
+            "quantization": "pt2e static PTQ", **settings,
             "activations": f"uint8 [{config.input_activation.quant_min}, {config.input_activation.quant_max}] "
                            f"{config.input_activation.qscheme}".replace("torch.", ""),
             "weights": f"int8 {config.weight.qscheme}".replace("torch.", ""),
-            "calibration_photos": photos, **convolutions, **compiled}
+            "calibration_photos": photos, **convolutions, **compiled, target.RECORD_KEY: choices.recorded()}

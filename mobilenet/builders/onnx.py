@@ -12,23 +12,30 @@ import logging
 import tempfile
 from pathlib import Path
 
+from mobilenet.build import target
 from mobilenet.logs import output_to_log
 from mobilenet.measure.runners import RuntimeUnavailable
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
-# The most accurate settings that stay fast on CPUs without VNNI; what was compared, and why these
-# won, is onnx-int8's `tuning` in mobilenet/registry.py (the text the report shows).
-INT8_SETTINGS = {
+# The settings that hold on every CPU; what was compared, and why these won, is onnx-int8's `tuning`
+# in mobilenet/registry.py. The types and reduce_range come from the target's instruction set
+# (int8_settings), recorded with their reasons.
+BASE_SETTINGS = {
     "quant_format": "QDQ",
-    "activation_type": "QUInt8",
-    "weight_type": "QInt8",
     "per_channel": True,
-    "reduce_range": True,
     "calibrate_method": "Percentile",
     "extra_options": {"CalibPercentile": 99.999},
 }
+
+
+def int8_settings(choices) -> dict:
+    """quantize_static's settings for one target's choices (target.onnxruntime)."""
+    return {"quant_format": BASE_SETTINGS["quant_format"], "activation_type": choices["activation_type"],
+            "weight_type": choices["weight_type"], "per_channel": BASE_SETTINGS["per_channel"],
+            "reduce_range": choices["reduce_range"], "calibrate_method": BASE_SETTINGS["calibrate_method"],
+            "extra_options": dict(BASE_SETTINGS["extra_options"])}
 
 
 def _require(module: str):
@@ -129,9 +136,11 @@ def quantize_fp32_onnx(fp32_path: Path, out: Path, photos: list, settings: dict,
 
 
 def quantize_int8(ctx, out: Path) -> dict:
-    """INT8 QDQ ONNX, calibrated on the build's calibration photos."""
+    """INT8 QDQ ONNX, calibrated on the build's calibration photos, with the build target's choices."""
     import numpy as np
     out = Path(out)
+    choices = target.onnxruntime(target.build_target())
+    settings = int8_settings(choices)
     photos = [np.ascontiguousarray(p, dtype=np.float32) for p in ctx.calibration()]
     if not photos:
         raise RuntimeError("no calibration photos")
@@ -139,7 +148,7 @@ def quantize_int8(ctx, out: Path) -> dict:
         fp32_path = Path(tmp) / "fp32.onnx"
         fp32_onnx, exported = _fp32_onnx(ctx)
         fp32_path.write_bytes(fp32_onnx)
-        quantize_fp32_onnx(fp32_path, out, photos, INT8_SETTINGS, ctx.log, Path(tmp))
-    ctx.log.debug("onnx-int8: quantized %s (%d bytes) with %s", out.name, out.stat().st_size, INT8_SETTINGS)
-    return {**INT8_SETTINGS, "calibration_photos": len(photos), "fp32_opset": exported["opset"],
-            "pre_process": "quant_pre_process"}
+        quantize_fp32_onnx(fp32_path, out, photos, settings, ctx.log, Path(tmp))
+    ctx.log.debug("onnx-int8: quantized %s (%d bytes) with %s", out.name, out.stat().st_size, settings)
+    return {**settings, "calibration_photos": len(photos), "fp32_opset": exported["opset"],
+            "pre_process": "quant_pre_process", target.RECORD_KEY: choices.recorded()}

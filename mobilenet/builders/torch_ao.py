@@ -5,6 +5,8 @@ from pathlib import Path
 
 import torch
 
+from mobilenet.build import target
+
 
 def dynamic(ctx, out: Path) -> dict:
     """Dynamic quantization only covers nn.Linear here: MobileNet-V2's convolutions stay FP32,
@@ -31,7 +33,10 @@ def static(ctx, out: Path) -> dict:
     model.load_state_dict(ctx.fp32_model().state_dict())
     model.eval()
     model.fuse_model(is_qat=False)
-    model.qconfig = torch.ao.quantization.get_default_qconfig(engine)
+    choices = target.torch_ao(engine, target.build_target())
+    qconfig = torch.ao.quantization.get_default_qconfig(engine)
+    # The engine's default qconfig with the target's reduce_range (today's rules keep each default's).
+    model.qconfig = qconfig._replace(activation=qconfig.activation.with_args(reduce_range=choices["reduce_range"]))
     torch.ao.quantization.prepare(model, inplace=True)
     photos = ctx.calibrate(model)
     torch.ao.quantization.convert(model, inplace=True)
@@ -39,4 +44,5 @@ def static(ctx, out: Path) -> dict:
         traced = torch.jit.trace(model, ctx.example())
     torch.jit.freeze(traced.eval()).save(str(out))
     return {"engine": engine, "qconfig": f"get_default_qconfig({engine!r})",
-            "calibration_photos": photos, "fusion": "Conv+BN+ReLU (fuse_model)"}
+            "reduce_range": choices["reduce_range"], "calibration_photos": photos,
+            "fusion": "Conv+BN+ReLU (fuse_model)", target.RECORD_KEY: choices.recorded()}

@@ -1,0 +1,288 @@
+"""The CPU an INT8 artifact is built for, and the quantization settings that follow from its
+instruction set, each with the reason it holds there.
+
+Why the instruction set decides anything: x86 CPUs without a VNNI form multiply u8 activations
+by s8 weights with vpmaddubsw, which adds each pair of products into a saturating int16. Large
+activations times large weights then clip, and the toolkits avoid it by giving up one bit
+(ONNX Runtime's and X86InductorQuantizer's reduce_range, NNCF's overflow fix). AVX-512 VNNI,
+AVX-VNNI and AMX-INT8 sum u8 x s8 products straight into int32, and ARM's int8 kernels (NEON
+widening multiplies, asimddp's udot/sdot, i8mm) accumulate in 32 bits as well: there the lost
+bit only costs accuracy.
+
+Flags are read from /proc/cpuinfo (x86's `flags` line, ARM's `Features`), never assumed, so a
+profile recorded on another machine (a device's cpuinfo) gives that machine's choices.
+Nothing here imports a toolkit: the build's freshness check reads the choices too.
+"""
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+CPUINFO = Path("/proc/cpuinfo")
+
+# The flags the rules read, and those a reader needs beside them to place the CPU, in the order
+# a sentence names them. Only these enter the records: an unrelated flag a kernel update adds
+# must not make every INT8 artifact stale.
+X86_ISA = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
+ARM_ISA = ("asimd", "asimddp", "i8mm")
+# x86 instructions that sum u8 x s8 products into int32, so nothing saturates.
+X86_INT8_DOT = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+X86_ARCHES = ("x86_64", "amd64", "i386", "i686", "x86")
+ARM_ARCHES = ("aarch64", "arm64", "armv8l", "armv7l", "arm")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A CPU as the rules see it: its architecture and the flags its kernel reports."""
+    arch: str  # platform.machine()'s spelling: x86_64, aarch64
+    flags: frozenset[str]
+    source: str = "/proc/cpuinfo"  # where the flags were read
+
+    @property
+    def family(self) -> str:
+        """"x86", "arm" or "other"."""
+        arch = self.arch.lower()
+        if arch in X86_ARCHES:
+            return "x86"
+        if arch in ARM_ARCHES or arch.startswith("armv"):
+            return "arm"
+        return "other"
+
+    @property
+    def isa(self) -> list[str]:
+        """The INT8-relevant flags this CPU has, in a fixed order."""
+        table = X86_ISA if self.family == "x86" else ARM_ISA if self.family == "arm" else ()
+        return [flag for flag in table if flag in self.flags]
+
+    @property
+    def int8_dot(self) -> list[str]:
+        """The x86 flags that sum u8 x s8 products into int32 (empty on other architectures)."""
+        return [flag for flag in X86_INT8_DOT if flag in self.flags] if self.family == "x86" else []
+
+    @property
+    def saturates(self) -> bool:
+        """Could u8 x s8 pair sums saturate in this CPU's int8 kernels? True where unknown."""
+        if self.family == "x86":
+            return not self.int8_dot
+        return self.family != "arm"
+
+    def describe(self) -> str:
+        """'x86_64 with avx2 (no avx512_vnni, avx_vnni or amx_int8)': the CPU a choice was made for."""
+        have = ", ".join(self.isa) or "no INT8-relevant flags read"
+        if self.family == "x86" and not self.int8_dot:
+            return f"{self.arch} with {have} (no {', '.join(X86_INT8_DOT[:-1])} or {X86_INT8_DOT[-1]})"
+        return f"{self.arch} with {have}"
+
+    def record(self) -> dict:
+        return {"arch": self.arch, "isa_flags": self.isa, "source": self.source}
+
+
+def _cpuinfo_flags(text: str) -> frozenset[str]:
+    """The flags every processor in a /proc/cpuinfo text reports: a kernel may run a thread on
+    any core, so a flag only some cores have is no flag to build for."""
+    common: set[str] | None = None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags = set(value.split())
+            common = flags if common is None else common & flags
+    return frozenset(common or ())
+
+
+def from_flags(arch: str, flags, source: str = "recorded profile") -> Target:
+    """A target from a recorded profile: its architecture and its cpuinfo flags (any iterable)."""
+    return Target(arch=arch, flags=frozenset(flags), source=source)
+
+
+def from_cpuinfo(arch: str, text: str, source: str = "recorded /proc/cpuinfo") -> Target:
+    """A target from a /proc/cpuinfo text (a device's, as device mode probes it)."""
+    return from_flags(arch, _cpuinfo_flags(text), source)
+
+
+def probe(cpuinfo: Path = CPUINFO) -> Target:
+    """This machine: platform.machine() and the flags its /proc/cpuinfo reports (none if unreadable)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return from_flags(platform.machine(), (), source=f"{cpuinfo} unreadable")
+    return from_cpuinfo(platform.machine(), text, source=str(cpuinfo))
+
+
+def build_target() -> Target:
+    """The CPU this build's artifacts are made for: this machine. The builders and the build's
+    freshness both ask here, so an artifact is rebuilt when the choices it was made with change."""
+    return probe()
+
+
+@dataclass(frozen=True)
+class Choice:
+    setting: str  # the toolkit's own name for it
+    value: object  # JSON-able, as the builder passes it on
+    reason: str  # one sentence
+
+
+@dataclass(frozen=True)
+class Int8Choices:
+    """One toolkit's ISA-dependent settings for one target."""
+    toolkit: str
+    target: Target
+    choices: tuple[Choice, ...]
+
+    def __getitem__(self, setting: str):
+        for choice in self.choices:
+            if choice.setting == setting:
+                return choice.value
+        raise KeyError(f"{self.toolkit} has no ISA-dependent setting {setting!r}")
+
+    def recorded(self) -> dict:
+        """What a builder adds to the options it returns (meta.json, results' `build`)."""
+        return {"toolkit": self.toolkit, "target": self.target.record(),
+                "choices": [{"setting": c.setting, "value": c.value, "reason": c.reason} for c in self.choices]}
+
+    def fingerprint(self) -> dict:
+        """What enters the build's freshness: the target's relevant flags and the values chosen
+        (not the reasons' wording, whose edit changes no artifact)."""
+        return {"arch": self.target.arch, "isa_flags": self.target.isa,
+                "values": {c.setting: c.value for c in self.choices}}
+
+
+# Options key under which builders record their choices.
+RECORD_KEY = "isa_choices"
+
+
+def _with(target: Target) -> str:
+    return " and ".join(target.int8_dot)
+
+
+NO_SATURATION_ARM = "ARM's int8 kernels (NEON widening multiplies, udot/sdot with asimddp) sum products in 32 bits"
+
+
+def onnxruntime(target: Target) -> Int8Choices:
+    """ONNX Runtime static QDQ (MLAS kernels on the CPU execution provider)."""
+    if target.family == "x86" and target.saturates:
+        reduce_range = (True, "without a VNNI form MLAS multiplies u8 activations by s8 weights with vpmaddubsw, "
+                              "whose int16 pair sums saturate unless the weights keep 7 bits.")
+    elif target.family == "x86":
+        reduce_range = (False, f"with {_with(target)} MLAS sums u8 x s8 products into int32, so nothing "
+                               "saturates and 8-bit weights are more accurate (97.0 % against 95.0 % agreement "
+                               "with reduce_range on a VNNI Xeon, same speed).")
+    elif target.family == "arm":
+        reduce_range = (False, f"{NO_SATURATION_ARM}, so nothing saturates and the weights keep all 8 bits.")
+    else:
+        reduce_range = (True, f"no rule covers {target.arch}, and 7-bit weights cannot saturate in any kernel.")
+    return Int8Choices("ONNX Runtime", target, (
+        Choice("reduce_range", *reduce_range),
+        # Not ISA-dependent: kept on every target, and said so, because the pair is what saturates.
+        Choice("activation_type", "QUInt8",
+               "U8 activations on every target: MLAS's x86 kernels multiply u8 by s8 directly (vpmaddubsw, "
+               "vpdpbusd, AMX) and its ARM kernels take u8 too."),
+        Choice("weight_type", "QInt8",
+               "S8 weights on every target: u8 x s8 is the pair those kernels take natively."),
+    ))
+
+
+def nncf(target: Target) -> Int8Choices:
+    """NNCF post-training quantization for OpenVINO's CPU plugin."""
+    if target.family == "x86" and target.saturates:
+        overflow_fix = ("ENABLE", "without a VNNI form the CPU plugin's u8 x s8 kernels (vpmaddubsw) saturate "
+                                  "int16 pair sums, so every convolution's and matmul's weights use half the "
+                                  "8-bit range "
+                                  "(97.5 % agreement on 200 photos, against 94.5 % fixing the first layer only).")
+    elif target.family == "x86":
+        overflow_fix = ("DISABLE", f"with {_with(target)} the CPU plugin sums u8 x s8 products into int32, so "
+                                   "nothing saturates and the weights keep the full 8-bit range.")
+    elif target.family == "arm":
+        overflow_fix = ("DISABLE", f"{NO_SATURATION_ARM}, so nothing saturates and the weights keep the full "
+                                   "8-bit range.")
+    else:
+        overflow_fix = ("ENABLE", f"no rule covers {target.arch}, and half-range weights cannot saturate in "
+                                  "any kernel.")
+    return Int8Choices("NNCF", target, (Choice("overflow_fix", *overflow_fix),))
+
+
+def x86_inductor(target: Target) -> Int8Choices:
+    """PT2E X86InductorQuantizer (oneDNN int8 kernels through Inductor); its reduce_range narrows
+    the u8 activations to [0, 127]."""
+    if target.family == "x86" and target.saturates:
+        reduce_range = (True, "without a VNNI form oneDNN multiplies u8 activations by s8 weights with "
+                              "vpmaddubsw, whose int16 pair sums saturate unless the activations keep 7 bits "
+                              "(the quantizer's own advice for CPUs without VNNI).")
+    elif target.family == "x86":
+        reduce_range = (False, f"with {_with(target)} oneDNN sums u8 x s8 products into int32, so nothing "
+                               "saturates and the activations keep all 8 bits (the quantizer's default).")
+    elif target.family == "arm":
+        reduce_range = (False, f"{NO_SATURATION_ARM}, so nothing saturates and the activations keep all 8 bits.")
+    else:
+        reduce_range = (True, f"no rule covers {target.arch}, and 7-bit activations cannot saturate in any kernel.")
+    return Int8Choices("X86InductorQuantizer", target, (Choice("reduce_range", *reduce_range),))
+
+
+def torch_ao(engine: str, target: Target) -> Int8Choices:
+    """torch.ao eager-mode static quantization: the engine's default qconfig, whose reduce_range
+    narrows the u8 activations to [0, 127]."""
+    if engine == "qnnpack":
+        reduce_range = (False, "QNNPACK widens u8 activations to 16 bits before multiplying (its NEON and SSE2 "
+                               "kernels alike), so no pair sum saturates on any CPU.")
+    elif target.family == "x86" and target.saturates:
+        reduce_range = (True, "fbgemm's default qconfig: without a VNNI form its u8 x s8 kernels (vpmaddubsw) "
+                              "saturate int16 pair sums unless the activations keep 7 bits.")
+    elif target.family == "x86":
+        reduce_range = (True, f"fbgemm's default qconfig, kept with {_with(target)}: this benchmark has not "
+                              "measured fbgemm with 8-bit activations (torch.ao's onednn qconfig is the one "
+                              "made for VNNI CPUs).")
+    else:
+        reduce_range = (True, f"fbgemm's default qconfig: the fbgemm engine runs only on x86, so {target.arch}'s "
+                              "kernels never run this artifact.")
+    return Int8Choices(f"torch.ao {engine}", target, (Choice("reduce_range", *reduce_range),))
+
+
+# The builders whose INT8 settings depend on the target, and the rules each takes.
+BUILDER_RULES = {
+    "mobilenet.builders.onnx:quantize_int8": lambda variant, target: onnxruntime(target),
+    "mobilenet.builders.openvino:quantize_int8": lambda variant, target: nncf(target),
+    "mobilenet.builders.aoti:compile_int8": lambda variant, target: x86_inductor(target),
+    "mobilenet.builders.torch_ao:static": lambda variant, target: torch_ao(variant.engine, target),
+}
+
+
+def choices_for(variant, target: Target | None = None) -> Int8Choices | None:
+    """The ISA-dependent choices a registry Variant's builder makes for `target` (this build's
+    target by default); None when its builder makes none. The build's freshness reads it; the
+    builders call the same rule functions directly (they may be given no registry entry)."""
+    rules = BUILDER_RULES.get(variant.builder)
+    return rules(variant, target or build_target()) if rules else None
+
+
+def describe_recorded(recorded) -> str | None:
+    """The sentence a report shows for one build's recorded choices (a builder's `isa_choices`):
+    'ISA-dependent settings, chosen for x86_64 with avx2 (...): reduce_range=True — <reason>'. None
+    when nothing usable is recorded (results written before choices were, or a malformed file)."""
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("choices"), list):
+        return None
+    target = recorded.get("target") if isinstance(recorded.get("target"), dict) else {}
+    flags = target.get("isa_flags") if isinstance(target.get("isa_flags"), list) else []
+    described = from_flags(str(target.get("arch", "an unknown CPU")), map(str, flags)).describe()
+    parts = [f"{choice['setting']}={choice.get('value')} — {choice.get('reason', '')}".strip(" —")
+             for choice in recorded["choices"] if isinstance(choice, dict) and "setting" in choice]
+    if not parts:
+        return None
+    return f"ISA-dependent settings, chosen for {described}: " + " ".join(parts)
+
+
+def recorded_notes(builds) -> str | None:
+    """The choices sentence for one variant's results, given (machine, options) pairs: one
+    sentence when every build made the same choices, else one per machine that built it."""
+    sentences: dict[str, list[str]] = {}
+    for machine, options in builds:
+        sentence = describe_recorded(options.get(RECORD_KEY) if isinstance(options, dict) else None)
+        if sentence:
+            machines = sentences.setdefault(sentence, [])
+            if machine not in machines:
+                machines.append(machine)
+    if not sentences:
+        return None
+    if len(sentences) == 1:
+        return next(iter(sentences))
+    return " ".join(f"Built on {', '.join(machines)}: {sentence}" for sentence, machines in sentences.items())

@@ -1,0 +1,214 @@
+"""INT8 settings from the target CPU's instruction set: the rules per toolkit on recorded
+profiles, the probe of this machine, the choices reaching a builder's options and the build's
+freshness, and the report's notes written from what a build recorded. Fast: no conversion runs."""
+from __future__ import annotations
+
+import platform
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from test_report import make_result
+
+from mobilenet.build import staleness
+from mobilenet.build import target as isa
+from mobilenet.registry import REFERENCE_ID, VARIANTS, by_id
+from mobilenet.report import markdown as report
+from mobilenet.settings import Settings
+
+NO_VNNI = isa.from_flags("x86_64", {"fpu", "sse4_2", "fma", "avx2"})  # an AMD EPYC of the Zen 2 kind
+SKYLAKE_SP = isa.from_flags("x86_64", {"avx2", "avx512f", "avx512bw"})  # AVX-512 without VNNI
+VNNI = isa.from_flags("x86_64", {"avx2", "avx512f", "avx512bw", "avx512_vnni", "amx_tile", "amx_int8"})
+AVX_VNNI = isa.from_flags("x86_64", {"avx2", "avx_vnni"})  # Alder Lake: VNNI without AVX-512
+ARM = isa.from_flags("aarch64", {"fp", "asimd", "asimddp"})
+
+# What the builders used before their settings came from the target (tuned on AVX2 without VNNI):
+# on such a machine they must stay exactly this, so its artifacts and accuracy do not change.
+ONNX_SETTINGS_BEFORE = {"quant_format": "QDQ", "activation_type": "QUInt8", "weight_type": "QInt8",
+                        "per_channel": True, "reduce_range": True, "calibrate_method": "Percentile",
+                        "extra_options": {"CalibPercentile": 99.999}}
+OPENVINO_SETTINGS_BEFORE = {"preset": "PERFORMANCE", "overflow_fix": "ENABLE", "fast_bias_correction": True}
+AOTI_SETTINGS_BEFORE = {"quantizer": "X86InductorQuantizer", "reduce_range": True}
+
+
+def values(choices: isa.Int8Choices) -> dict:
+    return {c.setting: c.value for c in choices.choices}
+
+
+def reasons(choices: isa.Int8Choices) -> list[str]:
+    return [c.reason for c in choices.choices]
+
+
+@pytest.mark.parametrize("profile", [NO_VNNI, SKYLAKE_SP], ids=["avx2", "avx512-without-vnni"])
+def test_x86_without_vnni_gives_up_a_bit_where_pair_sums_saturate(profile):
+    assert profile.family == "x86" and profile.saturates and profile.int8_dot == []
+    assert values(isa.onnxruntime(profile)) == {"reduce_range": True, "activation_type": "QUInt8",
+                                                "weight_type": "QInt8"}
+    assert values(isa.nncf(profile)) == {"overflow_fix": "ENABLE"}
+    assert values(isa.x86_inductor(profile)) == {"reduce_range": True}
+    assert values(isa.torch_ao("fbgemm", profile)) == {"reduce_range": True}
+    assert values(isa.torch_ao("qnnpack", profile)) == {"reduce_range": False}
+    for choices in (isa.onnxruntime(profile), isa.nncf(profile), isa.x86_inductor(profile)):
+        assert "vpmaddubsw" in choices.choices[0].reason and "saturate" in choices.choices[0].reason
+
+
+@pytest.mark.parametrize("profile, named", [(VNNI, "avx512_vnni and amx_int8"), (AVX_VNNI, "avx_vnni")],
+                         ids=["avx512-vnni-amx", "avx-vnni"])
+def test_x86_with_a_vnni_form_keeps_every_bit(profile, named):
+    assert not profile.saturates
+    assert values(isa.onnxruntime(profile))["reduce_range"] is False
+    assert values(isa.nncf(profile)) == {"overflow_fix": "DISABLE"}
+    assert values(isa.x86_inductor(profile)) == {"reduce_range": False}
+    # The u8/s8 types are not ISA-dependent: kept, and the reason says so.
+    onnx = isa.onnxruntime(profile)
+    assert (onnx["activation_type"], onnx["weight_type"]) == ("QUInt8", "QInt8")
+    assert all("every target" in reason for reason in reasons(onnx)[1:])
+    for choices in (isa.onnxruntime(profile), isa.nncf(profile), isa.x86_inductor(profile)):
+        assert f"with {named}" in choices.choices[0].reason and "int32" in choices.choices[0].reason
+
+
+def test_arm_never_saturates():
+    assert ARM.family == "arm" and not ARM.saturates and ARM.isa == ["asimd", "asimddp"]
+    assert values(isa.onnxruntime(ARM))["reduce_range"] is False
+    assert values(isa.nncf(ARM)) == {"overflow_fix": "DISABLE"}
+    assert values(isa.x86_inductor(ARM)) == {"reduce_range": False}
+    assert all("32 bits" in choices.choices[0].reason
+               for choices in (isa.onnxruntime(ARM), isa.nncf(ARM), isa.x86_inductor(ARM)))
+    # A device's cpuinfo, as device mode records it: ARM's flags are on the Features line.
+    pi5 = "processor\t: 0\nFeatures\t: fp asimd evtstrm asimddp i8mm\nCPU implementer\t: 0x41\n"
+    assert isa.from_cpuinfo("aarch64", pi5).isa == ["asimd", "asimddp", "i8mm"]
+
+
+def test_unknown_cpus_get_the_setting_that_cannot_saturate(tmp_path):
+    unreadable = isa.probe(tmp_path / "no-cpuinfo")
+    assert unreadable.flags == frozenset() and "unreadable" in unreadable.source
+    if unreadable.family == "x86":
+        assert isa.onnxruntime(unreadable)["reduce_range"] is True
+    riscv = isa.from_flags("riscv64", {"rv64imafdc"})
+    assert isa.onnxruntime(riscv)["reduce_range"] is True and isa.nncf(riscv)["overflow_fix"] == "ENABLE"
+
+
+def test_probe_reads_this_machines_cpuinfo(tmp_path):
+    machine = isa.probe()
+    assert machine.arch == platform.machine() and machine.source == "/proc/cpuinfo"
+    text = Path("/proc/cpuinfo").read_text()
+    listed = {flag for line in text.splitlines() if re.match(r"(flags|Features)\s*:", line)
+              for flag in line.split(":", 1)[1].split()}
+    assert machine.flags and machine.flags <= listed
+    # A flag only some processors report is none to build for.
+    two = tmp_path / "cpuinfo"
+    two.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_vnni\n\nprocessor\t: 1\nflags\t\t: fpu avx2\n")
+    assert isa.probe(two).flags == {"fpu", "avx2"}
+
+
+def test_this_machine_without_vnni_keeps_todays_choices():
+    text = Path("/proc/cpuinfo").read_text()
+    if platform.machine() != "x86_64" or re.search(r"\b(avx512_vnni|avx_vnni|amx_int8)\b", text):
+        pytest.skip("this machine has a VNNI form (or is no x86): today's choices were made for one without")
+    from mobilenet.builders import aoti, onnx, openvino
+    here = isa.build_target()
+    assert onnx.int8_settings(isa.onnxruntime(here)) == ONNX_SETTINGS_BEFORE
+    assert openvino.int8_settings(isa.nncf(here)) == OPENVINO_SETTINGS_BEFORE
+    assert aoti.int8_settings(isa.x86_inductor(here)) == AOTI_SETTINGS_BEFORE
+    assert isa.torch_ao("fbgemm", here)["reduce_range"] is True  # fbgemm's default qconfig
+
+
+def test_the_builders_settings_follow_the_target():
+    from mobilenet.builders import aoti, onnx, openvino
+    assert onnx.int8_settings(isa.onnxruntime(VNNI)) == {**ONNX_SETTINGS_BEFORE, "reduce_range": False}
+    assert openvino.int8_settings(isa.nncf(ARM)) == {**OPENVINO_SETTINGS_BEFORE, "overflow_fix": "DISABLE"}
+    assert aoti.int8_settings(isa.x86_inductor(VNNI)) == {**AOTI_SETTINGS_BEFORE, "reduce_range": False}
+
+
+def test_the_recorded_choice_lands_in_the_onnx_builders_options(monkeypatch, tmp_path):
+    """quantize_int8 itself, its two slow calls (export, quantize_static) replaced."""
+    from mobilenet.builders import onnx
+    used = {}
+
+    def quantize(fp32_path, out, photos, settings, log, work_dir):
+        used.update(settings)
+        Path(out).write_bytes(b"onnx")
+
+    monkeypatch.setattr(isa, "build_target", lambda: VNNI)
+    monkeypatch.setattr(onnx, "_fp32_onnx", lambda ctx: (b"fp32", {"opset": 18}))
+    monkeypatch.setattr(onnx, "quantize_fp32_onnx", quantize)
+    ctx = SimpleNamespace(calibration=lambda: iter([np.zeros((1, 3, 224, 224), np.float32)]),
+                          log=SimpleNamespace(debug=lambda *args: None))
+    options = onnx.quantize_int8(ctx, tmp_path / "onnx-int8.onnx")
+    assert used["reduce_range"] is False and options["reduce_range"] is False
+    recorded = options[isa.RECORD_KEY]
+    assert recorded["target"]["isa_flags"] == ["avx2", "avx512f", "avx512bw", "avx512_vnni", "amx_int8"]
+    assert recorded["choices"][0] == {"setting": "reduce_range", "value": False,
+                                      "reason": isa.onnxruntime(VNNI).choices[0].reason}
+
+
+def test_every_isa_dependent_builder_is_a_registry_builder_and_its_tuning_claims_no_isa():
+    builders = {v.builder for v in VARIANTS}
+    assert set(isa.BUILDER_RULES) <= builders
+    for variant in VARIANTS:
+        if isa.choices_for(variant, NO_VNNI) is not None:
+            assert variant.precision == "int8"
+            # The reasons are generated per target; the registry's text keeps the history only.
+            assert not re.search(r"saturat|for x86|for AVX2", variant.tuning or ""), variant.id
+    assert isa.choices_for(by_id("int8-static-qnnpack"), VNNI).toolkit == "torch.ao qnnpack"
+    assert isa.choices_for(by_id("onnx-fp32"), VNNI) is None
+
+
+def test_the_targets_choices_enter_the_builds_freshness(monkeypatch):
+    data = SimpleNamespace(image_set="test")
+    onnx_int8, onnx_fp32 = by_id("onnx-int8"), by_id("onnx-fp32")
+
+    def settings_for(profile):
+        monkeypatch.setattr(isa, "build_target", lambda: profile)
+        return staleness.step_settings("convert-onnx", Settings(), [onnx_fp32, onnx_int8], data)["variants"]
+
+    before, after = settings_for(NO_VNNI), settings_for(VNNI)
+    assert before[onnx_int8.id][isa.RECORD_KEY] == {
+        "arch": "x86_64", "isa_flags": ["avx2"],
+        "values": {"reduce_range": True, "activation_type": "QUInt8", "weight_type": "QInt8"}}
+    assert after[onnx_int8.id][isa.RECORD_KEY]["values"]["reduce_range"] is False
+    assert before[onnx_int8.id] != after[onnx_int8.id], "built for other choices: rebuilt"
+    assert before[onnx_fp32.id] == after[onnx_fp32.id], "FP32 makes no ISA-dependent choice"
+
+
+def _int8_row(machine: str, profile: isa.Target):
+    row = make_result("onnx-int8", 6.0, machine=machine, eager_p50=20.0)
+    row.build = {"status": "ok", "options": {"reduce_range": isa.onnxruntime(profile)["reduce_range"],
+                                             isa.RECORD_KEY: isa.onnxruntime(profile).recorded()}}
+    return row
+
+
+def test_report_notes_say_what_this_runs_build_chose_and_why():
+    eager = make_result(REFERENCE_ID, 20.0, machine="xeon (Test CPU)")
+    text = report.render([eager, _int8_row("xeon (Test CPU)", VNNI)])
+    note = next(line for line in text.splitlines() if line.startswith("  - `onnx-int8`:"))
+    assert by_id("onnx-int8").tuning in note
+    assert ("ISA-dependent settings, chosen for x86\\_64 with avx2, avx512f, avx512bw, avx512\\_vnni, amx\\_int8: "
+            "reduce\\_range=False — with avx512\\_vnni and amx\\_int8 MLAS sums u8 x s8 products into int32") in note
+    assert "activation\\_type=QUInt8 — U8 activations on every target" in note
+    assert "vpmaddubsw, whose int16 pair sums saturate" not in note, "no AVX2 claim on a VNNI machine's report"
+
+
+def test_each_machines_notes_say_its_own_choices_and_mixed_builds_name_their_machines():
+    rows = [make_result(REFERENCE_ID, 20.0, machine="epyc (Test CPU)"), _int8_row("epyc (Test CPU)", NO_VNNI),
+            make_result(REFERENCE_ID, 20.0, machine="xeon (Test CPU)"), _int8_row("xeon (Test CPU)", VNNI)]
+    text = report.render(rows)
+    epyc, xeon = (text[text.index(f"## {name} (Test CPU)\n"):] for name in ("epyc", "xeon"))
+    epyc = epyc[:epyc.index("## xeon (Test CPU)\n")]
+    assert "reduce\\_range=True — without a VNNI form" in epyc and "reduce\\_range=False" not in epyc
+    assert "reduce\\_range=False — with avx512\\_vnni" in xeon and "reduce\\_range=True" not in xeon
+    # One group holding builds that chose differently (merged folders) says which machine made which.
+    note = next(line for line in report.notes(rows) if line.startswith("  - `onnx-int8`:"))
+    assert "Built on epyc (Test CPU): ISA-dependent settings, chosen for x86\\_64 with avx2 (no " in note
+    assert "reduce\\_range=True — without a VNNI form" in note
+    assert "Built on xeon (Test CPU): ISA-dependent settings" in note and "reduce\\_range=False" in note
+
+
+def test_report_notes_without_recorded_choices_keep_the_history_only():
+    eager = make_result(REFERENCE_ID, 20.0)
+    row = make_result("onnx-int8", 6.0, eager_p50=20.0)
+    row.build = {"status": "ok", "options": {isa.RECORD_KEY: {"choices": "garbled"}}}
+    note = next(line for line in report.render([eager, row]).splitlines() if line.startswith("  - `onnx-int8`:"))
+    assert note.endswith(by_id("onnx-int8").tuning) and "ISA-dependent" not in note
