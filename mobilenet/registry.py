@@ -100,6 +100,18 @@ TORCH_ONLY_WHEN_ASKED = "torch on aarch64 from PyPI is the CUDA build, about 3.3
 
 
 @dataclass(frozen=True)
+class NativeBenchmark:
+    """A runtime's own benchmark program, which the bench runs on the same file between its sessions.
+
+    mobilenet/bench/native.py holds how to call it and read its median, keyed by `program`.
+    """
+    program: str  # its console script, installed beside the Python executable
+    times: str  # what its clock covers, for the report
+    # What differs from the API our runner drives, for the result and the report; None: the same API.
+    other_api: str | None = None
+
+
+@dataclass(frozen=True)
 class Runtime:
     """What every stage needs to know about one runtime; a Variant names one by `name`."""
     # Also the name of its runner module under mobilenet/measure/runners: devices get no
@@ -113,7 +125,7 @@ class Runtime:
     operator_names: OperatorNames | None  # what its profiler's and layer comparison's names say
     requirements: str | None  # list under mobilenet/measure/requirements for device mode; None: not shipped
     only_when_asked: str | None = None  # why device mode installs that list only with --device-install
-    native_benchmark: str | None = None  # its own benchmark program, installed beside the Python executable
+    native_benchmark: NativeBenchmark | None = None  # None: its package ships no benchmark program
     # What its profiler can see, where one profiler module serves several runtimes (torch's).
     profiler_sees: str | None = None
 
@@ -153,15 +165,19 @@ RUNTIMES: tuple[Runtime, ...] = (
             operator_names=ONNXRUNTIME_NAMES, requirements="onnxruntime"),
     # Its profiler module reports why no per-operator profiler is reachable from Python.
     Runtime("litert", ("ai-edge-litert",), profiler="litert", numerics="litert", operator_names=LITERT_NAMES,
-            requirements="litert", native_benchmark="litert-benchmark"),
+            requirements="litert", native_benchmark=NativeBenchmark(
+                "litert-benchmark", times="CompiledModel.run_by_name on input buffers filled once, timed in Python",
+                other_api="it drives LiteRT's CompiledModel API (its CPU accelerator, XNNPACK), our runner the "
+                          "Interpreter with its default XNNPACK delegate; the program has no option to select the "
+                          "Interpreter")),
     Runtime("executorch", ("executorch", "torch"), profiler="executorch", numerics="executorch",
             operator_names=XNNPACK_NAMES, requirements="executorch",
             only_when_asked="ExecuTorch's Python runtime needs torch (on aarch64 PyPI's CUDA build, about 3.3 GB)"),
-    # No layer comparison is wired up for its INT8 IR yet, and no device list. Its package also
-    # installs benchmark_app, left unrecorded: the bench runs native programs with
-    # litert-benchmark's command line, which benchmark_app does not take.
+    # No layer comparison is wired up for its INT8 IR yet, and no device list.
     Runtime("openvino", ("openvino",), profiler="openvino", numerics=None, operator_names=OPENVINO_NAMES,
-            requirements=None),
+            requirements=None, native_benchmark=NativeBenchmark(
+                "benchmark_app", times="InferRequest.infer() on input tensors filled once, timed by OpenVINO's "
+                                       "C++ clock (request.latency)")),
     # No layer comparison is wired up for its INT8 package yet, and no device list.
     Runtime("aoti", ("torch",), profiler="torch", numerics=None, operator_names=TORCH_NAMES, requirements=None,
             profiler_sees="only the aten operators AOTInductor's compiled code calls (its fused C++ kernels, "
@@ -210,7 +226,7 @@ VARIANTS: tuple[Variant, ...] = (
             runner={"engine": "fbgemm"}, options={"qconfig": "fbgemm", "per_channel": True},
             deprecated=AO_DEPRECATED,
             tuning="Conv+BN+ReLU fused, the engine's default qconfig (per-channel weights, "
-                   "histogram activations, reduce_range for x86), 50 calibration photos."),
+                   "histogram activations), 50 calibration photos."),
     Variant("int8-static-qnnpack", "torchscript", "int8", "int8-static-qnnpack.pt", "quantize-static",
             "mobilenet.builders.torch_ao:static", "torch.ao static PTQ, ARM qnnpack engine, TorchScript",
             runner={"engine": "qnnpack"}, options={"qconfig": "qnnpack", "per_channel": False},
@@ -221,10 +237,9 @@ VARIANTS: tuple[Variant, ...] = (
             "mobilenet.builders.onnx:export_fp32", "torch.onnx.export (dynamo), ONNX Runtime CPU"),
     Variant("onnx-int8", "onnxruntime", "int8", "onnx-int8.onnx", "convert-onnx",
             "mobilenet.builders.onnx:quantize_int8", "ONNX Runtime static QDQ INT8, ONNX Runtime CPU",
-            tuning="30 settings compared on 200 photos: U8 activations x S8 per-channel weights "
-                   "saturate on AVX2 without VNNI (85 % agreement) unless reduce_range (93.5 % "
-                   "MinMax, 95 % Percentile 99.999: chosen); S8/S8 as accurate but slower; U8/U8 "
-                   "97 % but 3.5x slower than FP32."),
+            tuning="30 settings compared on 200 photos, on an AVX2 machine without VNNI: Percentile "
+                   "99.999 calibration chosen (95 % agreement, MinMax 93.5 %, both with reduce_range); "
+                   "S8/S8 not told apart on these photos but slower; U8/U8 97 % but 3.5x slower than FP32."),
     Variant("litert-fp32", "litert", "fp32", "litert-fp32.tflite", "convert-litert",
             "mobilenet.builders.litert:convert_fp32", "litert-torch, LiteRT interpreter (XNNPACK)"),
     Variant("litert-int8", "litert", "int8", "litert-int8.tflite", "convert-litert",
@@ -244,19 +259,17 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("openvino-int8", "openvino", "int8", "openvino-int8.xml", "convert-openvino",
             "mobilenet.builders.openvino:quantize_int8", "NNCF post-training INT8 IR, OpenVINO CPU plugin",
             companions=(".bin",),
-            tuning="NNCF PERFORMANCE preset (symmetric per-channel weights), fast bias correction, overflow "
-                   "fix on every layer (7-bit weights: without VNNI, u8 x s8 pair sums saturate): 97.5 % "
-                   "agreement on 200 photos, against 94.5 % with the default first-layer-only fix."),
+            tuning="NNCF PERFORMANCE preset (symmetric per-channel weights), fast bias correction."),
     Variant("aoti-fp32", "aoti", "fp32", "aoti-fp32.pt2", "compile-aoti",
             "mobilenet.builders.aoti:compile_fp32", "torch.export -> AOTInductor package (.pt2, compiled .so)",
             tuning="compiled without Inductor freezing: frozen (oneDNN-prepacked) FP32 ran about 3x slower "
                    "at 1 thread on this CPU."),
     Variant("aoti-int8", "aoti", "int8", "aoti-int8.pt2", "compile-aoti",
             "mobilenet.builders.aoti:compile_int8", "PT2E X86InductorQuantizer INT8 -> AOTInductor package",
-            tuning="X86InductorQuantizer default config: int8 per-channel symmetric weights, uint8 "
-                   "histogram-observed activations with reduce_range (7-bit, for AVX2 without VNNI); compiled "
-                   "with Inductor freezing so all 52 convolutions run as oneDNN int8 (the builder checks). "
-                   "96.5 % agreement on 200 photos; a min/max observer agreed 94 % on 100."),
+            tuning="X86InductorQuantizer's default config: int8 per-channel symmetric weights, uint8 "
+                   "histogram-observed activations; compiled with Inductor freezing so all 52 convolutions "
+                   "run as oneDNN int8 (the builder checks). 96.5 % agreement on 200 photos with reduce_range "
+                   "on an AVX2 machine without VNNI; a min/max observer agreed 94 % on 100 there."),
 )
 
 @dataclass(frozen=True)
@@ -390,8 +403,16 @@ def registry_problems(runtimes: tuple[Runtime, ...] = RUNTIMES, variants: tuple[
             problem("profiler_sees", "none, but the torch profiler reports what each runtime it serves lets it see")
         if runtime.numerics and runtime.name in used and runtime.name not in int8:
             problem("numerics", f"{runtime.numerics!r} is named, but no INT8 variant runs on it")
-        if runtime.native_benchmark is not None and not runtime.native_benchmark.strip():
-            problem("native_benchmark", "blank; None when the runtime ships no benchmark program")
+        native = runtime.native_benchmark
+        if native is not None:
+            from mobilenet.bench.native import PROGRAMS  # numpy only: reads no runtime
+            if not isinstance(native, NativeBenchmark):
+                problem("native_benchmark", f"{native!r} is no NativeBenchmark record; None when the runtime "
+                                            f"ships no benchmark program")
+            elif native.program not in PROGRAMS:
+                problem("native_benchmark", f"mobilenet/bench/native.py has no entry for {native.program!r}")
+            elif not native.times.strip():
+                problem("native_benchmark", "times: blank; the report says what the program's clock covers")
     step_names = {s.name for s in steps}
     for variant in variants:
         if variant.runtime not in names:

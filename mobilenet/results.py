@@ -18,7 +18,9 @@ from pathlib import Path
 
 from mobilenet.files import write_json
 
-SCHEMA = 2
+# 3: p50_ci_ms and speedup_ci became within-run (confidence) intervals, and the rerun intervals
+# became fields of their own; schema-2 files are still read (_from_schema_2).
+SCHEMA = 3
 OK, DEGRADED, FAILED, SKIPPED = "ok", "DEGRADED", "FAILED", "skipped"
 INCONCLUSIVE = "INCONCLUSIVE"  # the photos cannot tell ok from DEGRADED (mobilenet.accuracy)
 STATUSES = (OK, DEGRADED, INCONCLUSIVE, FAILED, SKIPPED)
@@ -58,6 +60,10 @@ class Environment:
     emulated: bool = False  # timed under an emulator (qemu-user): timings are not measurements
     device_of: str | None = None  # device mode: the machine that built the artifacts and scored the answers
     device_install_mb: float | None = None  # device mode: the runtimes' virtual environment on the device
+    # What the report states about the photos: calibration count, and classes each set spans (None: unknown).
+    calib_photos: int | None = None
+    calib_classes: int | None = None
+    eval_classes: int | None = None
 
 
 @dataclass
@@ -80,7 +86,12 @@ class Result:
     rounds: int | None = None
     mean_ms: float | None = None
     p50_ms: float | None = None  # geometric mean of the per-session medians
-    p50_ci_ms: list | None = None  # 95 % rerun interval over sessions (timing.Interval), [low, high]
+    # 95 % within-run interval, [low, high]: a confidence interval for this run's p50 over its sessions
+    # (stats.within_run_interval). Variants of one run are compared by it ("fastest", "A beats B").
+    p50_ci_ms: list | None = None
+    # 95 % rerun interval, [low, high]: where a rerun on this machine lands, the machine's run-to-run
+    # spread included (stats.rerun_interval); None until the machine's history knows that spread.
+    p50_rerun_ci_ms: list | None = None
     session_p50_ms: list = field(default_factory=list)
     p90_ms: float | None = None  # p90 and p99 pool every timed call
     p99_ms: float | None = None
@@ -89,8 +100,12 @@ class Result:
     round_cv: float | None = None  # spread of the per-round medians: how much the machine drifted
     speedup_vs_eager: float | None = None  # geometric mean of the per-session speed-ups
     speedup_note: str | None = None  # why there is no speed-up (no eager FP32 on a device)
-    speedup_ci: list | None = None  # 95 % rerun interval over sessions, [low, high]
+    speedup_ci: list | None = None  # 95 % within-run interval, [low, high], as p50_ci_ms
+    speedup_rerun_ci: list | None = None  # 95 % rerun interval, [low, high], as p50_rerun_ci_ms
     session_speedups: list = field(default_factory=list)  # each: median of that session's round ratios
+    reference_processes: int | None = None  # eager FP32 processes per session the speed-ups divide by
+    rerun_basis: str | None = None  # what the rerun intervals rest on, or why they are not yet known
+    run_level: dict | None = None  # the run-level log variances behind them (bench/history.py), for compare
     peak_rss_mb: float | None = None
     cpu_time_s: float | None = None  # process CPU time during the timed bursts
     cpu_util_pct: float | None = None  # of one core, during the timed bursts
@@ -104,7 +119,28 @@ class Result:
     cross_isa_agreement_pct: float | None = None
     cross_isa_max_abs_dlogit: float | None = None
     tied_top1_rows: int | None = None  # rows whose maximum logit is shared by several classes
-    native_benchmark: dict | None = None  # the runtime's own benchmark tool on the same artifact
+    # The counts behind the percentages (photos) and their 95 % Wilson intervals, [low, high] in percent:
+    # ~200 photos is a small sample, one photo half a point (mobilenet.accuracy).
+    eval_photos: int | None = None  # photos these answers were scored on
+    top1_correct: int | None = None
+    top5_correct: int | None = None
+    agreeing: int | None = None  # photos whose top-1 class is eager FP32's
+    top1_ci_pct: list | None = None
+    top5_ci_pct: list | None = None
+    agreement_ci_pct: list | None = None
+    # Top-1 against eager FP32 on the same photos (paired; not on the reference row, nor without labels).
+    fp32_only_right: int | None = None  # photos FP32 gets right and this variant wrong (McNemar's b)
+    variant_only_right: int | None = None  # photos this variant gets right and FP32 wrong (c)
+    mcnemar_p: float | None = None  # exact two-sided McNemar p-value on those b + c photos
+    top1_diff_pts: float | None = None  # this variant's top-1 minus FP32's, percentage points
+    top1_diff_ci_pts: list | None = None  # its 95 % interval (Newcombe's paired method 10), [low, high]
+    # At more than one thread: this row's answers against its own at 1 thread, on the same photos.
+    agreement_with_1t_pct: float | None = None  # photos whose top-1 class is the same as at 1 thread
+    answers_changed_photos: int | None = None  # photos whose top-1 class differs from 1 thread's
+    max_abs_dlogit_vs_1t: float | None = None
+    # The runtime's own benchmark program on the same artifact and threads (bench/native.py summary):
+    # its median, what its clock covers, whether it drives our runner's API, and our call's split.
+    native_benchmark: dict | None = None
     inputs: dict = field(default_factory=dict)  # fingerprints of what shaped this result
     build: dict = field(default_factory=dict)  # how the artifact was made (from its meta.json)
     deprecated: str | None = None
@@ -161,12 +197,21 @@ def _typed(cls, data: dict, where: str) -> dict:
     return values
 
 
+ACCURACY_INTERVALS = ("top1_ci_pct", "top5_ci_pct", "agreement_ci_pct", "top1_diff_ci_pts")
+TIMING_INTERVALS = ("p50_ci_ms", "p50_rerun_ci_ms", "speedup_ci", "speedup_rerun_ci")
+
+
 def from_dict(data: dict, where: str = "result") -> Result:
     values = _typed(Result, data, where)
     env = Environment(**_typed(Environment, data.get("env"), f"{where}: env"))
     result = Result(env=env, **values)
     if result.status not in STATUSES:
         raise ResultsError(f"{where}: field 'status' is {result.status!r}, expected one of {', '.join(STATUSES)}")
+    for name in (*ACCURACY_INTERVALS, *TIMING_INTERVALS):  # the report reads both ends of each
+        bounds = getattr(result, name)
+        if bounds is not None and not (len(bounds) == 2 and all(_accepts(float, b) for b in bounds)
+                                       and bounds[0] <= bounds[1]):
+            raise ResultsError(f"{where}: field '{name}' has {bounds!r}, expected [low, high]")
     if result.measured:
         for name in ("p50_ms", "size_mb", "speedup_vs_eager"):
             value = getattr(result, name)
@@ -191,11 +236,31 @@ def load_result_files(results_dir: Path) -> list[tuple[Path, Result]]:
             data = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ResultsError(f"{path}: not readable JSON ({exc}); delete it or rerun `invoke bench --force`") from exc
+        if isinstance(data, dict) and data.get("schema") == 2:
+            data = _from_schema_2(data)
         if isinstance(data, dict) and data.get("schema") != SCHEMA:
             raise ResultsError(f"{path}: written by another version of this tool (schema "
                                f"{data.get('schema')!r}, this one reads {SCHEMA}); rerun `invoke bench --force`")
         results.append((path, from_dict(data, str(path))))
     return results
+
+
+def _from_schema_2(data: dict) -> dict:
+    """A schema-2 file as this schema. Its p50_ci_ms and speedup_ci were prediction intervals for
+    a rerun's estimate without the run-level term (sqrt(2) wider than a confidence interval, and
+    still too narrow for a rerun): they are recomputed as within-run intervals from the session
+    values the file holds, and its rerun intervals are unknown."""
+    from mobilenet.bench.stats import within_run_interval
+    data = dict(data, schema=SCHEMA, p50_rerun_ci_ms=None, speedup_rerun_ci=None,
+                rerun_basis="rerun spread not recorded (a schema-2 file, written before rerun intervals)")
+    for values, name in (("session_p50_ms", "p50_ci_ms"), ("session_speedups", "speedup_ci")):
+        sessions = data.get(values)
+        if data.get(name) is not None and isinstance(sessions, list) and sessions:
+            try:
+                data[name] = within_run_interval(sessions).bounds
+            except (TypeError, ValueError):
+                pass  # left as it is: from_dict names the bad field
+    return data
 
 
 def group_by(results: list[Result], key) -> dict:
@@ -298,6 +363,7 @@ def base_environment(settings, weights: dict, data, energy_source: str, load: di
         "weights_source": weights["source"], "weights_sha256": weights["sha256"],
         "weights_random": weights.get("random", False),
         "image_set": data.image_set, "eval_photos": len(data.eval), "labelled": data.labelled,
+        "calib_photos": len(data.calib), "calib_classes": data.calib_classes, "eval_classes": data.eval_classes,
         "data_sha256": data.fingerprint, "energy_source": energy_source,
         "cpu_flags": cpu_flags(), "cpu_governor": cpu_governor(), **load,
     }

@@ -141,6 +141,9 @@ def test_local_and_device_rows_get_the_same_timing_from_the_same_sessions(tmp_pa
     fetched = tmp_path / "fetched"
     (fetched / "logits").mkdir(parents=True)
     np.save(fetched / "logits" / f"{variant.id}@2t.logits.npy", answers + 0.25)  # the device's answers
+    # At 2 threads the local bench's first session scores the photos too; here they match 1 thread's.
+    step.answers_dir(settings, 2).mkdir(parents=True)
+    np.save(step.answers_dir(settings, 2) / f"{variant.id}@2t.logits.npy", answers)
     sessions = [{eager.id: _take(eager.id, s, 20.0), variant.id: _take(variant.id, s, 5.0)} for s in range(3)]
     env_base = {"machine_id": "box (Test CPU)", "hostname": "box", "cpu_model": "Test CPU", "logical_cores": 8,
                 "os": "Linux", "python": "3.11", "torch": "2.9.0", "torchvision": "0.24.0",

@@ -150,10 +150,12 @@ def test_thread_sweep_renders_the_scaling_table(sweep_report):
     assert "### 1 thread\n" in text and "### 2 threads\n" in text
 
 
-MAIN_COLUMNS = ["variant", "size MB", "p50 ms (95% rerun)", "speed-up (95% rerun)", "top-1 %", "agree %", "status"]
+MAIN_COLUMNS = ["variant", "size MB", "p50 ms (95% within-run)", "speed-up (95% within-run)", "top-1 %", "agree %",
+                "status"]
 # The columns of the report's tables before the main table was narrowed: none may be lost.
 EARLIER_COLUMNS = ["runtime", "size MB", "vs FP32", "p50 ms (95% rerun)", "p90 ms", "speed-up (95% rerun)", "load ms",
-                   "peak RSS MB", "CPU", "energy mJ/inf", "top-1 %", "top-5 %", "agree %", "status", "mean ms",
+                   "peak RSS MB", "CPU", "energy mJ/inf", "top-1 %", "top-5 % (n/N; 95%)", "agree %", "status",
+                   "mean ms",
                    "p99 ms", "std ms", "CV %", "round CV %", "p50 per session ms", "first inference ms", "timed runs",
                    "CPU s", "threads", "max abs Δlogit", "tied top-1 rows"]
 
@@ -165,10 +167,11 @@ def test_report_opens_with_the_answer_then_a_narrow_main_table_then_the_details(
     machine = text.index("## box-a (Test CPU)\n")
     assert summary < one < two < machine < tables(text)[0][0], "the summary comes before every table"
     assert text[one:two].splitlines()[2:6] == [
-        "- Fastest: `onnx-int8`, p50 6.00 (5.82–6.18) ms, 3.33× (3.23×–3.43×) eager FP32; its interval clears "
-        "the runner-up `onnx-fp32` (8.00 (7.76–8.24) ms).",
+        "- Fastest: `onnx-int8`, p50 6.00 (5.82–6.18) ms, 3.33× (3.23×–3.43×) eager FP32; its within-run interval "
+        "clears the runner-up `onnx-fp32` (8.00 (7.76–8.24) ms).",
         "- Smallest file: `onnx-int8`, `int8-static-fbgemm`, 3.90 MB (tied).",
-        "- Best accuracy per MB: `onnx-int8`, 75.0 % top-1 in 3.90 MB (19.2 %/MB).",
+        "- Best accuracy per MB: tied (no accuracy intervals recorded, so no claim): `onnx-int8` 19.2 %/MB, "
+        "`int8-static-fbgemm` 19.2 %/MB, `onnx-fp32` 5.3 %/MB, `fp32-eager` 5.3 %/MB.",
         "- `litert-int8` is FAILED: agreement 50.0% (needs \\>= 80%)."]
     assert "- `int8-static-fbgemm` is FAILED" in text[two:machine] and "p50 4.00 (3.88–4.12) ms" in text[two:machine]
     assert "- Fastest" not in text[machine:], "the summary is not repeated in the machine's section"
@@ -185,7 +188,7 @@ def test_report_opens_with_the_answer_then_a_narrow_main_table_then_the_details(
     assert main_rows["executorch-fp32"] == ["`executorch-fp32`", "—", "—", "—", "—", "—", "skipped"]
 
     # The details: below the main table, folded, every variant's row, every other column.
-    assert len(details) == 2
+    assert len(details) == 3
     assert main_at < section.index("<details>") < details[0][0] < details[1][0] < section.index("</details>")
     detail_columns = [h for _, headers, _ in details for h in headers[1:]]
     assert len(detail_columns) == len(set(detail_columns)) and not set(detail_columns) & set(MAIN_COLUMNS)
@@ -195,11 +198,16 @@ def test_report_opens_with_the_answer_then_a_narrow_main_table_then_the_details(
     def detail(variant):
         return {h: cell for _, headers, rows in details for h, cell in zip(headers[1:], rows[variant][1:])}
     assert detail("fp32-eager") == {
+        "p50 ms (95% rerun)": "not yet known", "speed-up (95% rerun)": "not yet known",
         "p90 ms": "24.00", "p99 ms": "30.00", "mean ms": "21.00", "std ms": "2.00", "CV %": "10.0",
         "round CV %": "5.0", "p50 per session ms": "20.00 / 20.00 / 20.00 / 20.00 / 20.00", "timed runs": "200",
         "first inference ms": "40.0", "load ms": "50", "runtime": "torch\\_eager", "vs FP32": "1.00×",
         "peak RSS MB": "300", "CPU": "98%", "CPU s": "4.00", "threads": "1 → 1", "energy mJ/inf": "n/a (no RAPL)",
-        "top-5 %": "90.0", "max abs Δlogit": "0.01", "tied top-1 rows": "—", "status and reason": "ok"}
+        "max abs Δlogit": "0.01", "tied top-1 rows": "—", "status and reason": "ok",
+        # No counts recorded in these rows: the percentages alone.
+        "top-1 % (n/N; 95%)": "75.0", "top-5 % (n/N; 95%)": "90.0", "agree % (n/N; 95%)": "100.0",
+        "top-1 vs FP32 pts (95%)": "—", "FP32 only right": "—", "only this right": "—", "McNemar p": "—",
+        "same top-1 as at 1 thread %": "—"}
     failed = detail("litert-int8")
     assert failed["status and reason"] == "**FAILED**: agreement 50.0% (needs \\>= 80%)"
     assert failed["p90 ms"] == failed["p50 per session ms"] == failed["first inference ms"] == "—"
@@ -225,7 +233,8 @@ def test_main_table_of_every_variant_fits_a_laptop_screen():
         return section[main_at:].splitlines()[:2 + len(VARIANTS)]
 
     every_variant_ok = main_lines({})
-    assert max(map(len, every_variant_ok)) <= 110, "\n".join(every_variant_ok)
+    # 120: the two interval headers name their interval "(95% within-run)".
+    assert max(map(len, every_variant_ok)) <= 120, "\n".join(every_variant_ok)
     # Reasons stay out of the main table: a flagged row widens it by its status word alone.
     flagged = main_lines({"int8-dynamic": "DEGRADED", "litert-int8": "FAILED", "aoti-int8": "skipped"})
     widened = len("**FAILED**") - len("status")
@@ -275,23 +284,26 @@ def test_folders_merge_once_and_first_result_wins(tmp_path):
         report.result_folders(build, [str(tmp_path / "missing")])
 
 
-def test_compare_judges_by_intervals_and_flags_lost_variants():
-    old = [make_result("fp32-eager", 20.0), make_result("onnx-fp32", 10.0, ci=0.02),
-           make_result("onnx-int8", 6.0, ci=0.3), make_result("int8-dynamic", 22.0),
-           make_result("litert-int8", 5.0), make_result("executorch-int8", 5.0)]
-    new = [make_result("fp32-eager", 20.4),
-           make_result("onnx-fp32", 12.0, ci=0.02),  # +20 %, intervals 9.8–10.2 and 11.76–12.24: apart
-           make_result("onnx-int8", 7.5, ci=0.3),  # +25 %, but inside the old rerun interval 4.2–7.8
-           make_result("int8-dynamic", 15.0),  # −31.8 %
-           make_result("litert-int8", 5.0, status="FAILED"),  # ok -> FAILED
+def test_compare_judges_speedups_by_intervals_and_flags_lost_variants():
+    # The new run's machine is 2 % slower (eager FP32 too); speed-ups are judged, not p50s.
+    old = [make_result(v, p50, eager_p50=20.0, ci=ci) for v, p50, ci in (
+        ("fp32-eager", 20.0, 0.03), ("onnx-fp32", 10.0, 0.02), ("onnx-int8", 6.0, 0.3), ("int8-dynamic", 22.0, 0.03),
+        ("litert-int8", 5.0, 0.03), ("executorch-int8", 5.0, 0.03))]
+    new = [make_result("fp32-eager", 20.4, eager_p50=20.4),
+           make_result("onnx-fp32", 12.24, eager_p50=20.4, ci=0.02),  # 20 % slower against eager, ±2 %: apart
+           make_result("onnx-int8", 7.65, eager_p50=20.4, ci=0.3),  # 25 % slower, but ±30 % each
+           make_result("int8-dynamic", 15.3, eager_p50=20.4),  # 30 % faster
+           make_result("litert-int8", 5.0, eager_p50=20.4, status="FAILED"),  # ok -> FAILED
            make_result("executorch-int8", 0, status="skipped")]  # ok -> skipped
     result = compare.compare(old, new, threshold_pct=10)
     by_variant = {c.variant: c for c in result.changes}
     assert by_variant["onnx-fp32"].change_pct == pytest.approx(20.0)
+    assert by_variant["onnx-fp32"].p50_change_pct == pytest.approx(22.4)
     assert by_variant["onnx-fp32"].verdict == "REGRESSED"
-    assert by_variant["onnx-int8"].verdict == "unchanged (inside the old run's rerun interval)"
+    assert by_variant["onnx-int8"].verdict == "unchanged (speed-up inside the combined 95 % interval)"
     assert by_variant["int8-dynamic"].verdict == "improved"
-    assert by_variant["fp32-eager"].verdict == "unchanged (inside the old run's rerun interval)"
+    # The reference's speed-up is 1 by definition, and without a history its p50 is not judged.
+    assert by_variant["fp32-eager"].verdict.startswith("not judged (its speed-up is 1 by definition")
     assert [(x.variant, x.new_status) for x in result.lost] == [("litert-int8", "FAILED"),
                                                                   ("executorch-int8", "skipped")]
     assert [c.variant for c in result.regressions] == ["onnx-fp32", "litert-int8", "executorch-int8"]
@@ -301,8 +313,9 @@ def test_compare_judges_by_intervals_and_flags_lost_variants():
 
 
 def test_compare_change_below_threshold_is_not_a_regression():
-    # +8 % with intervals apart (±1 %) is real but below the 10 % threshold.
-    result = compare.compare([make_result("onnx-fp32", 10.0, ci=0.01)], [make_result("onnx-fp32", 10.8, ci=0.01)])
+    # 8 % slower against eager with intervals apart (±1 %) is real but below the 10 % threshold.
+    result = compare.compare([make_result("onnx-fp32", 10.0, eager_p50=20.0, ci=0.01)],
+                             [make_result("onnx-fp32", 10.8, eager_p50=20.0, ci=0.01)])
     assert result.changes[0].verdict == "unchanged (beyond noise, below threshold)"
     assert not result.regressions
 

@@ -14,7 +14,7 @@ from conftest import REPO
 from test_report import make_result
 
 from mobilenet import accuracy
-from mobilenet.bench.stats import session_interval, t975
+from mobilenet.bench.stats import RunLevel, rerun_interval, t975, within_run_interval
 from mobilenet.files import hold_build_lock
 from mobilenet.freshness import is_fresh, record_stamp
 from mobilenet.report import markdown as report
@@ -22,27 +22,45 @@ from mobilenet.results import ResultsError, cpu_flags, load_results, write_resul
 
 # ---------------------------------------------------------------- intervals
 
-def test_session_interval_is_a_log_scale_rerun_interval():
+def test_the_within_run_interval_is_a_log_scale_confidence_interval():
     values = [10.0, 11.0, 12.0, 10.5, 11.5]
-    interval = session_interval(values)
+    interval = within_run_interval(values)
     logs = np.log(values)
-    half = 2.776 * logs.std(ddof=1) * math.sqrt(2 / 5)  # a rerun's mean misses ours by both runs' noise
+    half = 2.776 * logs.std(ddof=1) / math.sqrt(5)  # this run's mean: t(n-1)·s/√n
     assert interval.estimate == pytest.approx(math.exp(logs.mean()))
     assert interval.low == pytest.approx(math.exp(logs.mean() - half))
     assert interval.high == pytest.approx(math.exp(logs.mean() + half))
-    assert interval.sessions == 5 and 0 < interval.half_width_pct < 15
+    assert interval.sessions == 5 and 0 < interval.half_width_pct < 10
+
+
+def test_the_rerun_interval_adds_both_runs_run_level_shift_and_the_reruns_sessions():
+    values = [10.0, 11.0, 12.0, 10.5, 11.5]
+    logs = np.log(values)
+    level = RunLevel(log_var=0.02 ** 2, log_var_se=0.0, runs=50, rows=10)  # a well-known 2 % shift
+    interval = rerun_interval(values, level)
+    variance = 2 * 0.02 ** 2 + logs.var(ddof=1) * (1 / 5 + 1 / 5)
+    dof = 2 * variance ** 2 / (2 * (logs.var(ddof=1) * 2 / 5) ** 2 / 4)  # Satterthwaite: only the sessions vary
+    assert interval.high == pytest.approx(math.exp(logs.mean() + t975(dof) * math.sqrt(variance)))
+    assert interval.half_width_pct > within_run_interval(values).half_width_pct
+    assert rerun_interval(values, None) is None  # no history: not known, never the within-run one
+
+
+def test_t975_covers_satterthwaites_fractional_dof():
+    from scipy import stats
+    for dof in (1, 1.5, 2.3, 4, 6.7, 12.5, 29.5, 45, 200, 1e6):
+        assert t975(dof) == pytest.approx(stats.t.ppf(0.975, dof), rel=0.03 if dof < 2 else 0.005)
 
 
 def test_one_session_has_no_interval_and_two_a_wide_one():
-    assert session_interval([10.0]).low is None and session_interval([10.0]).half_width_pct is None
-    two = session_interval([10.0, 11.0])
-    assert t975(1) == pytest.approx(12.706) and two.low < 8 and two.high > 13  # honest about 2 draws
+    assert within_run_interval([10.0]).low is None and within_run_interval([10.0]).half_width_pct is None
+    two = within_run_interval([10.0, 11.0])
+    assert t975(1) == pytest.approx(12.706) and two.low < 9 and two.high > 12  # honest about 2 draws
 
 
 def test_clears_below_needs_disjoint_intervals():
-    fast, slow = session_interval([5.0, 5.1, 5.2]), session_interval([6.0, 6.1, 6.2])
+    fast, slow = within_run_interval([5.0, 5.1, 5.2]), within_run_interval([6.0, 6.1, 6.2])
     assert fast.clears_below(slow) and not slow.clears_below(fast)
-    assert not session_interval([5.0, 7.0, 6.0]).clears_below(session_interval([6.0, 6.5, 7.0]))
+    assert not within_run_interval([5.0, 7.0, 6.0]).clears_below(within_run_interval([6.0, 6.5, 7.0]))
 
 
 # ---------------------------------------------------------------- one top-1 rule
@@ -175,33 +193,36 @@ def test_freshness_follows_content_not_mtimes(tmp_path):
     assert is_fresh([out], [source], {"a": 2}, stamp) == (False, "settings changed")
 
 
-def test_a_rerun_lands_inside_the_rerun_interval_95_percent_of_the_time():
-    # Processes draw a speed factor (here lognormal, 6 %); two runs of 7 sessions each. The
-    # interval must hold the other run's estimate at its stated rate: a confidence interval
-    # of the mean (sqrt(2) narrower) would hold it only about 85 % of the time.
-    rng = np.random.default_rng(7)
-    trials, held = 3000, 0
-    for _ in range(trials):
-        first, second = np.exp(rng.normal(0, 0.06, size=(2, 7))) * 20.0
-        held += session_interval(first).low <= session_interval(second).estimate <= session_interval(first).high
-    assert 0.93 <= held / trials <= 0.97
-
-
 def test_with_exact_95_percent_intervals_at_most_one_of_15_variants_missing_is_the_exception():
-    # Issue #8's consistency target: three runs, and for all variants but at most one, each
-    # run's figure inside the other two runs' 95 % intervals. Each variant faces six checks,
-    # so even exact intervals pass all six only ~81 % of the time, whatever the session count:
-    # with 15 variants, "at most one misses" comes up in about one set of three runs in five.
+    # The consistency target: three runs, and for all variants but at most one, each run's
+    # figure inside the other two runs' 95 % intervals. Which interval: the rerun interval,
+    # as a rerun is what is checked. Here it is exact: the run-to-run spread is known (a
+    # long history), and the machine shifts by 3 % per run for every variant at once. Each
+    # variant faces six checks, so even exact intervals pass all six only ~81 % of the time,
+    # whatever the session count. As a run's shift moves every variant together, misses come
+    # in groups, so "at most one of 15 misses" holds in about half of the sets (with
+    # independent variants it would be one in five): no honest 95 % interval meets it
+    # reliably. The within-run interval, which leaves the run's shift and the rerun's sessions
+    # out, fails most checks and almost every set.
     rng = np.random.default_rng(8)
-    variants, passed = 1500, 0
-    for _ in range(variants):
-        runs = [session_interval(np.exp(rng.normal(0, 0.07, size=7))) for _ in range(3)]
-        passed += all(runs[j].low <= runs[i].estimate <= runs[j].high
-                      for i in range(3) for j in range(3) if i != j)
-    p = passed / variants
-    at_most_one_of_15 = p ** 15 + 15 * (1 - p) * p ** 14
+    level = RunLevel(log_var=0.03 ** 2, log_var_se=0.0, runs=1000, rows=15)
+
+    def passes(interval, runs) -> list[bool]:
+        return [all(interval(runs[j][v]).holds(math.exp(np.log(runs[i][v]).mean()))
+                    for i in range(3) for j in range(3) if i != j) for v in range(15)]
+
+    sets, variant_checks, at_most_one, within_run_sets = 300, [], 0, 0
+    for _ in range(sets):
+        shifts = rng.normal(0, 0.03, size=3)
+        runs = [[np.exp(shift + rng.normal(0, 0.07, size=7)) for _ in range(15)] for shift in shifts]
+        rerun = passes(lambda values: rerun_interval(values, level), runs)
+        variant_checks += rerun
+        at_most_one += 15 - sum(rerun) <= 1
+        within_run_sets += 15 - sum(passes(within_run_interval, runs)) <= 1
+    p = sum(variant_checks) / len(variant_checks)
     assert 0.76 <= p <= 0.86
-    assert 0.08 <= at_most_one_of_15 <= 0.35
+    assert 0.35 <= at_most_one / sets <= 0.70
+    assert within_run_sets / sets < 0.05
 
 
 class _SteadyWorker:

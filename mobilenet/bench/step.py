@@ -2,26 +2,27 @@
 
 The speed of a process is a random draw: the same model in two fresh processes can differ
 by 1.5x, and interleaving in time cannot cancel that. So every variant runs in several
-sessions (fresh processes each), and each figure comes with a 95 % rerun interval over sessions
-(timing.session_interval). Accuracy is not measured here: the build check already scored
-every artifact on the evaluation photos, and its logits are kept beside the artifact, tied
-to it by sha256 (build.py).
+sessions (fresh processes each), and each figure comes with a 95 % within-run interval over
+sessions and, once this machine has a history of runs (history.py), a 95 % rerun interval that
+adds its run-to-run spread (stats.py). At 1 thread accuracy is not measured here: the build check already
+scored every artifact on the evaluation photos at 1 thread, and its logits are kept beside the
+artifact, tied to it by sha256 (build.py). At more than one thread the first session scores
+the photos again, and the row's accuracy is that thread count's (_answers_plan).
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import math
 import shutil
-import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from mobilenet import accuracy, logs
+from mobilenet.bench import history
+from mobilenet.bench import native as native_programs
 from mobilenet.bench.energy import RaplMeter
 from mobilenet.bench.rows import accuracy_fields, make_result
 from mobilenet.build.artifacts import artifact_problem, check_logits_path, reference_logits_path
@@ -38,6 +39,7 @@ from mobilenet.results import (
     Result,
     base_environment,
     load_results,
+    machine_id,
     result_path,
     write_result,
 )
@@ -46,10 +48,26 @@ from mobilenet.settings import Settings
 log = logging.getLogger("mobilenet.bench.step")
 
 # Code whose edit changes what a measurement means.
-MEASUREMENT_CODE = ("mobilenet.bench.step", "mobilenet.bench.rows", "mobilenet.bench.stats",
+MEASUREMENT_CODE = ("mobilenet.bench.step", "mobilenet.bench.rows", "mobilenet.bench.stats", "mobilenet.bench.native",
+                    "mobilenet.bench.history",
                     "mobilenet.measure.session", "mobilenet.measure.worker", "mobilenet.measure.timing",
                     "mobilenet.data.preprocess", "mobilenet.accuracy", "mobilenet.measure.npyimages",
                     "mobilenet.measure.runners")
+
+
+# Eager FP32 processes per session that every speed-up divides by, their burst, and the rounds
+# the further ones take part in: one process's speed is a draw (bimodal for eager FP32 on the
+# Xeon), and the speed-ups of a session all inherit it, so the reference is the geometric mean
+# of several (measure/session.py). Short bursts, and peers in a few rounds only, keep its timed
+# calls near what one process with full bursts in every round took (5 a round plus 40, against
+# 10 a round); starting the two peers is the cost that remains. Why the draw is bimodal is
+# not known: on a 2-vCPU AMD EPYC, where MKL runs its generic (non-Intel) code path and
+# transparent huge pages are madvise-only (0 kB in the workers), 12 fresh eager processes ran
+# 48.5–55.9 ms, one mode; on the Xeon, ASLR, huge pages and CPU placement were ruled out
+# before (docs/measurements/2026-11-27.md).
+REFERENCE_PROCESSES = 3
+REFERENCE_BURST = 5
+REFERENCE_ROUNDS = 4
 
 
 class BenchError(RuntimeError):
@@ -82,7 +100,9 @@ def session_plan(settings: Settings, threads: int, eval_npy: str, log_dir: str,
     return SessionPlan(threads=threads, warmup=settings.warmup, burst=settings.burst,
                        min_runs=math.ceil(settings.min_runs / settings.sessions),
                        min_seconds=settings.min_seconds / settings.sessions,
-                       eval_npy=eval_npy, log_dir=log_dir, logits_dir=logits_dir, reference=REFERENCE_ID)
+                       eval_npy=eval_npy, log_dir=log_dir, logits_dir=logits_dir, reference=REFERENCE_ID,
+                       reference_processes=REFERENCE_PROCESSES, reference_burst=REFERENCE_BURST,
+                       reference_rounds=REFERENCE_ROUNDS)
 
 
 def _native_benchmark(variant: Variant, artifact: Path, threads: int, settings: Settings) -> dict | None:
@@ -90,33 +110,63 @@ def _native_benchmark(variant: Variant, artifact: Path, threads: int, settings: 
 
     Run between sessions, so it sees the same machine as the worker; comparing its median
     with ours puts a number on what our harness costs per call. The program is the one the
-    runtime's record names (Runtime.native_benchmark), called with litert-benchmark's options,
-    the only program recorded.
+    runtime's record names (Runtime.native_benchmark); mobilenet/bench/native.py knows how to
+    call it and read its median.
     """
-    program = runtime_of(variant).native_benchmark
-    if program is None:
+    record = runtime_of(variant).native_benchmark
+    if record is None:
         return None
-    tool = Path(sys.executable).with_name(program)
-    if not tool.exists():
-        return None
-    with tempfile.TemporaryDirectory() as scratch:
-        out = Path(scratch) / "result.json"
-        runs = max(50, math.ceil(settings.min_runs / settings.sessions))
-        command = [str(tool), "--model", str(artifact), "--num_threads", str(threads),
-                   "--num_runs", str(runs), "--warmup_runs", str(settings.warmup), "--result_json", str(out)]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-        if done.returncode != 0 or not out.exists():
-            log.warning("  %s failed on %s (exit %d); see the bench log", program, variant.id, done.returncode)
-            log.debug("%s\n%s", done.stdout[-2000:], done.stderr[-2000:])
-            return None
-        return json.loads(out.read_text()).get("latency")
+    runs = max(50, math.ceil(settings.min_runs / settings.sessions))
+    return native_programs.run_program(record.program, artifact, threads, runs, settings.warmup)
 
 
-def _accuracy_fields(variant: Variant, settings: Settings, data: Prepared) -> dict:
-    models = settings.models_dir
+def answers_dir(settings: Settings, threads: int) -> Path:
+    """Where the first session at `threads` > 1 leaves every variant's logits on the evaluation photos."""
+    return settings.build_dir / "bench-logits" / f"{threads}t"
+
+
+def _answers_plan(plan: SessionPlan, settings: Settings, index: int) -> SessionPlan:
+    """Session `index`'s plan. At more than one thread the first session also scores the photos (each
+    worker while it loads alone, so no timing sees it): the build check's answers are 1 thread's, and
+    a kernel may sum in another order at another thread count. At 1 thread nothing is added."""
+    if plan.threads == 1 or index:
+        return plan
+    folder = answers_dir(settings, plan.threads)
+    shutil.rmtree(folder, ignore_errors=True)  # an earlier run's file must not pass for this run's answers
+    return dataclasses.replace(plan, logits_dir=str(folder))
+
+
+def _answers(variant: Variant, settings: Settings, threads: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(the variant's logits at `threads`, its logits at 1 thread, or None when `threads` is 1)."""
+    at_1t = np.load(check_logits_path(settings.models_dir, variant))
+    if threads == 1:
+        return at_1t, None
+    path = answers_dir(settings, threads) / f"{variant.id}@{threads}t.logits.npy"
+    if not path.exists():
+        raise BenchError(f"{variant.id} ran at {threads} threads but left no answers at {path}")
+    return np.load(path), at_1t
+
+
+def _accuracy_fields(variant: Variant, settings: Settings, data: Prepared,
+                     threads: int = 1) -> tuple[dict, np.ndarray, np.ndarray | None]:
+    """(the row's accuracy fields, its logits, its logits at 1 thread or None), from the answers at
+    the row's own thread count, scored against eager FP32 at 1 thread: the build check's
+    reference, so that every thread count is judged against the same answers."""
     reference = np.load(reference_logits_path(settings))
-    logits = reference if variant.id == REFERENCE_ID else np.load(check_logits_path(models, variant))
-    return accuracy_fields(accuracy.score(logits, reference, data.labels))
+    logits, at_1t = _answers(variant, settings, threads)
+    fields = accuracy_fields(accuracy.score(logits, reference, data.labels), reference=variant.id == REFERENCE_ID,
+                             answers=logits, answers_1t=at_1t)
+    return fields, logits, at_1t
+
+
+def _judged_at(variant: Variant, threads: int, logits: np.ndarray, changed: int, settings: Settings,
+               data: Prepared, random_weights: bool) -> tuple[str, str]:
+    """The build check's verdict, given again on this thread count's answers: they differ from the
+    1-thread answers the build check judged, and a row's status must describe the answers it shows."""
+    from mobilenet.build.step import judge
+    check = judge(variant, logits, np.load(reference_logits_path(settings)), data, random_weights)
+    moved = f"{changed} top-1 answers differ from 1 thread's" if changed else "logits differ from 1 thread's"
+    return check["status"], f"judged on the {threads}-thread answers ({moved}): {check['facts']}"
 
 
 def _status(variant: Variant, meta: dict, env_base: dict) -> tuple[str, str]:
@@ -129,21 +179,27 @@ def _status(variant: Variant, meta: dict, env_base: dict) -> tuple[str, str]:
 
 
 def _result(variant: Variant, meta: dict, sessions: list[dict[str, Take]], threads: int, env_base: dict,
-            data: Prepared, settings: Settings, native: dict | None) -> Result:
+            data: Prepared, settings: Settings, native: dict | None,
+            run_levels: history.RunLevels | None = None) -> Result:
     """This machine's row: verdict and answers from the build check, the runtime's own benchmark beside ours."""
     built = meta.get("status") in (SKIPPED, FAILED)  # decided at build time: nothing to time
 
     def score() -> tuple[str, str, dict]:
         status, reason = _status(variant, meta, env_base)
-        return status, reason, {"native_benchmark": native, **_accuracy_fields(variant, settings, data)}
+        fields, logits, at_1t = _accuracy_fields(variant, settings, data, threads)
+        if at_1t is not None and variant.id != REFERENCE_ID and not np.array_equal(logits, at_1t):
+            status, reason = _judged_at(variant, threads, logits, fields["answers_changed_photos"], settings, data,
+                                        env_base["weights_random"])
+        return status, reason, {"native_benchmark": native, **fields}
 
     return make_result(variant, meta, sessions, threads, env_base, score,
                        not_run=(meta["status"], meta.get("reason", "")) if built else None,
-                       preprocess_ms=data.preprocess_ms)
+                       run_levels=run_levels, preprocess_ms=data.preprocess_ms)
 
 
 def bench_threads(variants: list[Variant], threads: int, settings: Settings, data: Prepared,
-                  quiet: bool) -> list[Result]:
+                  quiet: bool, run_levels: history.RunLevels | None = None) -> list[Result]:
+    """Every variant at `threads`; run_levels: this machine's run-to-run spread, for the rerun intervals."""
     from tqdm import tqdm
 
     models = settings.models_dir
@@ -161,7 +217,9 @@ def bench_threads(variants: list[Variant], threads: int, settings: Settings, dat
     with tqdm(total=settings.sessions, desc=f"bench sessions @{threads}t", unit="session", disable=quiet,
               leave=False) as bar:
         for index in range(settings.sessions):
-            takes = run_session(entries, plan, index, load_alone=index == 0, meter=meter)
+            # At more than one thread, the first session also scores the photos (_answers_plan).
+            takes = run_session(entries, _answers_plan(plan, settings, index), index, load_alone=index == 0,
+                                meter=meter)
             sessions.append(takes)
             if not takes[REFERENCE_ID].ran:
                 reference = takes[REFERENCE_ID]
@@ -169,20 +227,19 @@ def bench_threads(variants: list[Variant], threads: int, settings: Settings, dat
             for v in runnable:
                 if takes[v.id].ran:
                     native = _native_benchmark(v, v.artifact_path(models), threads, settings)
-                    if native:
-                        natives.setdefault(v.id, []).append(native)
+                    if native:  # with its session, so the report can pair it with that session's median
+                        natives.setdefault(v.id, []).append({**native, "session": index})
             bar.update(1)
     env_base = base_environment(settings, metas[REFERENCE_ID]["weights"], data, meter.reason, load.summary())
     results = []
     for v in variants:
         native = None
-        if natives.get(v.id):
-            runs = [n for n in natives[v.id] if "median_ms" in n]
-            native = {"tool": runtime_of(v).native_benchmark, "sessions": len(runs),
-                      "calls_per_session": runs[0]["num_runs"],
-                      "median_ms": statistics.median(n["median_ms"] for n in runs),
-                      "session_median_ms": [n["median_ms"] for n in runs]} if runs else None
-        results.append(_result(v, metas[v.id], sessions, threads, env_base, data, settings, native))
+        if natives.get(v.id):  # our call split into its steps, once, to say where the difference goes
+            record = runtime_of(v).native_benchmark
+            split = native_programs.run_split(record.program, v.runtime, v.runner, v.artifact_path(models),
+                                              threads, data.eval.path, settings.warmup)
+            native = native_programs.summary(record, natives[v.id], split)
+        results.append(_result(v, metas[v.id], sessions, threads, env_base, data, settings, native, run_levels))
     return results
 
 
@@ -222,13 +279,21 @@ def run(settings: Settings, force: bool = False) -> list[Result]:
         wanted_keys = {(v.id, t) for v in variants for t in settings.threads}
         return [r for r in load_results(settings.results_dir) if (r.variant, r.threads) in wanted_keys]
     logger.info("bench: %s", "forced" if force else reason)
+    # Earlier runs of this machine with the same timing settings give the run-to-run spread the
+    # rerun intervals need; this run joins them once it is written.
+    machine = machine_id(settings.tag)
+    timing = history.timing_settings(dataclasses.asdict(session_plan(settings, 1, "", "")), settings.sessions)
+    past = history.history_dir(settings.build_dir)
+    levels = history.run_levels(history.earlier_runs(past, machine, timing))
+    logger.info("bench: rerun intervals: %s", levels.basis)
     results = []
     for threads in settings.threads:
-        for result in bench_threads(variants, threads, settings, data, settings.quiet):
+        for result in bench_threads(variants, threads, settings, data, settings.quiet, levels):
             results.append(result)
             shown = (f"p50 {result.p50_ms:.2f} ms, {result.speedup_vs_eager:.2f}x eager"
                      if result.measured else result.status_reason)
             logger.info("  %-20s %2dt %-8s %s", result.variant, threads, result.status, shown)
     _replace_results(settings.results_dir, results, full_run=not settings.only)
+    history.record(past, machine, timing, results)
     record_stamp(stamp, wanted, inputs)
     return results

@@ -353,7 +353,10 @@ def device_environment(host_name: str, device: dict, settings: Settings, photos:
             "energy_source": "not measured on a device", "cpu_flags": cpu_flags(device.get("cpuinfo", "")),
             "cpu_governor": device.get("governor"), "load_avg_1min": load,
             "emulated": device.get("emulator") is not None, "device_of": machine_id(None),
-            "device_install_mb": install_mb}
+            "device_install_mb": install_mb, "calib_photos": info.get("calib_photos"),
+            "calib_classes": info.get("calib_classes"),
+            # The device may score only the first `photos`: the classes are those photos'.
+            "eval_classes": len(set(labels)) if labels else None}
 
 
 def make_results(variants: list[Variant], threads: int, sessions: list[dict], folder: Path, photos: int,
@@ -377,7 +380,12 @@ def make_results(variants: list[Variant], threads: int, sessions: list[dict], fo
             status, reason = ((OK, "reference (scored against this controller's eager FP32)")
                               if variant.id == REFERENCE_ID else accuracy.gate(scores))
             here = np.load(check_logits_path(models, variant))[:photos]
-            return status, reason, {**accuracy_fields(scores), **cross_isa(device_logits, here)}
+            # Measured at 1 thread too in this run: how many answers this thread count changed there.
+            one_thread = folder / "logits" / f"{variant.id}@1t.logits.npy"
+            at_1t = _load_logits(one_thread, photos) if threads != 1 and one_thread.exists() else None
+            return status, reason, {**accuracy_fields(scores, reference=variant.id == REFERENCE_ID,
+                                                      answers=device_logits, answers_1t=at_1t),
+                                    **cross_isa(device_logits, here)}
 
         # A device's torch, if it has one, is its own; this machine's is "not on the device".
         results.append(make_result(variant, meta, by_session, threads, env_base, score,
