@@ -263,7 +263,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("aoti-fp32", "aoti", "fp32", "aoti-fp32.pt2", "compile-aoti",
             "mobilenet.builders.aoti:compile_fp32", "torch.export -> AOTInductor package (.pt2, compiled .so)",
             tuning="compiled without Inductor freezing: frozen (oneDNN-prepacked) FP32 ran about 3x slower "
-                   "at 1 thread on this CPU."),
+                   "at 1 thread on an AVX2 machine without VNNI (AMD EPYC); not measured elsewhere."),
     Variant("aoti-int8", "aoti", "int8", "aoti-int8.pt2", "compile-aoti",
             "mobilenet.builders.aoti:compile_int8", "PT2E X86InductorQuantizer INT8 -> AOTInductor package",
             tuning="X86InductorQuantizer's default config: int8 per-channel symmetric weights, uint8 "
