@@ -21,7 +21,7 @@ def invoke(repo: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
 
 
 def copy_checkout(target: Path) -> Path:
-    for name in ("mobilenet", "calib_images/manifest.csv", "tasks.py"):
+    for name in ("mobilenet", "calib_images/manifest.csv", "tasks.py", "invoke.yaml", "pyproject.toml"):
         source = REPO / name
         if source.is_dir():
             shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -90,7 +90,7 @@ def test_changed_labels_make_results_stale(copy):
 def test_an_edited_preprocessing_module_makes_results_stale(copy):
     build, repo, env = copy
     before = result(build)
-    with (repo / "mobilenet" / "preprocess.py").open("a") as fh:
+    with (repo / "mobilenet" / "data" / "preprocess.py").open("a") as fh:
         fh.write("\n# an edit\n")
     done = invoke(repo, env, "bench")
     assert done.returncode == 0, done.stderr
@@ -128,7 +128,7 @@ def test_a_second_concurrent_run_is_refused(copy):
 
 def test_wrong_outputs_are_failed_at_build_and_the_report_is_still_written(copy):
     build, repo, env = copy
-    exports = repo / "mobilenet" / "exports.py"
+    exports = repo / "mobilenet" / "builders" / "torch_export.py"
     # A converter bug: the traced model's logits come out 1 % too large.
     exports.write_text(exports.read_text().replace(
         "traced = torch.jit.trace(ctx.fp32_model(), ctx.example())\n    torch.jit.freeze",
@@ -150,7 +150,7 @@ def test_a_check_that_crashes_fails_its_variant_and_the_next_variant_is_still_ch
     """Checks run while the step builds its next variant: one check's crash must not take the
     variant built after it down, nor leave its scratch folder behind."""
     build, repo, env = copy
-    runner = repo / "mobilenet" / "runners" / "torchscript.py"
+    runner = repo / "mobilenet" / "measure" / "runners" / "torchscript.py"
     runner.write_text(runner.read_text().replace(
         "        self.module = torch.jit.load(", "        raise OSError('simulated crash in the runner')\n"
         "        self.module = torch.jit.load(", 1))
