@@ -90,7 +90,8 @@ def latency_chart(results: list[Result], path: Path) -> Path:
             continue
         ax.barh(y, r.p50_ms, color=COLOURS.get(r.precision, "0.6"), height=0.65,
                 hatch="//" if r.status == "DEGRADED" else None, edgecolor="white")
-        ax.errorbar(r.p50_ms, y, xerr=[[0], [r.p90_ms - r.p50_ms]], fmt="none", ecolor="0.2", capsize=3)
+        # p50 is the sessions' geometric mean and p90 pools every call, so p90 can sit a hair below it.
+        ax.errorbar(r.p50_ms, y, xerr=[[0], [max(0.0, r.p90_ms - r.p50_ms)]], fmt="none", ecolor="0.2", capsize=3)
         ax.text(r.p90_ms + top * 0.01, y, f"p50 {r.p50_ms:.1f} · p90 {r.p90_ms:.1f} ms", va="center", fontsize=8)
     reference = next((r for r in measured if r.variant == REFERENCE_ID), None)
     if reference:
