@@ -384,3 +384,12 @@ def test_device_section_shows_cross_isa_and_makes_no_speed_claim_when_emulated(t
     text = report.render(rows)
     assert "Fastest: `onnx-int8`, p50 300.00" in text and "eager FP32; its" not in text
     assert "no preprocessing is timed" not in text  # preprocess_ms was recorded for these rows
+
+
+def test_latency_chart_draws_a_p90_a_hair_below_the_sessions_p50(tmp_path):
+    """p50 is the sessions' geometric mean and p90 pools every call, so p90 < p50 happens; the
+    chart must still be drawn (matplotlib refuses a negative error bar)."""
+    row = make_result("onnx-int8", 5.0, eager_p50=20.0)
+    row.p90_ms = row.p50_ms * 0.99
+    path = plots.latency_chart([make_result("fp32-eager", 20.0), row], tmp_path / "latency.png")
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
