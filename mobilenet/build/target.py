@@ -159,19 +159,25 @@ def _with(target: Target) -> str:
 NO_SATURATION_ARM = "ARM's int8 kernels (NEON widening multiplies, udot/sdot with asimddp) sum products in 32 bits"
 
 
+def _by_kind(target: Target, *, saturating, vnni, arm, other):
+    """The (value, reason) for the target's kind: x86 whose u8 x s8 pair sums saturate (no VNNI
+    form), x86 with one, ARM, or an architecture no rule covers."""
+    if target.family == "x86":
+        return saturating if target.saturates else vnni
+    return arm if target.family == "arm" else other
+
+
 def onnxruntime(target: Target) -> Int8Choices:
     """ONNX Runtime static QDQ (MLAS kernels on the CPU execution provider)."""
-    if target.family == "x86" and target.saturates:
-        reduce_range = (True, "without a VNNI form MLAS multiplies u8 activations by s8 weights with vpmaddubsw, "
-                              "whose int16 pair sums saturate unless the weights keep 7 bits.")
-    elif target.family == "x86":
-        reduce_range = (False, f"with {_with(target)} MLAS sums u8 x s8 products into int32, so nothing "
-                               "saturates and 8-bit weights are more accurate (97.0 % against 95.0 % agreement "
-                               "with reduce_range on a VNNI Xeon, same speed).")
-    elif target.family == "arm":
-        reduce_range = (False, f"{NO_SATURATION_ARM}, so nothing saturates and the weights keep all 8 bits.")
-    else:
-        reduce_range = (True, f"no rule covers {target.arch}, and 7-bit weights cannot saturate in any kernel.")
+    reduce_range = _by_kind(
+        target,
+        saturating=(True, "without a VNNI form MLAS multiplies u8 activations by s8 weights with vpmaddubsw, "
+                          "whose int16 pair sums saturate unless the weights keep 7 bits."),
+        vnni=(False, f"with {_with(target)} MLAS sums u8 x s8 products into int32, so nothing "
+                     "saturates and 8-bit weights are more accurate (97.0 % against 95.0 % agreement "
+                     "with reduce_range on a VNNI Xeon, same speed)."),
+        arm=(False, f"{NO_SATURATION_ARM}, so nothing saturates and the weights keep all 8 bits."),
+        other=(True, f"no rule covers {target.arch}, and 7-bit weights cannot saturate in any kernel."))
     return Int8Choices("ONNX Runtime", target, (
         Choice("reduce_range", *reduce_range),
         # Not ISA-dependent: kept on every target, and said so, because the pair is what saturates.
@@ -185,37 +191,33 @@ def onnxruntime(target: Target) -> Int8Choices:
 
 def nncf(target: Target) -> Int8Choices:
     """NNCF post-training quantization for OpenVINO's CPU plugin."""
-    if target.family == "x86" and target.saturates:
-        overflow_fix = ("ENABLE", "without a VNNI form the CPU plugin's u8 x s8 kernels (vpmaddubsw) saturate "
-                                  "int16 pair sums, so every convolution's and matmul's weights use half the "
-                                  "8-bit range "
-                                  "(97.5 % agreement on 200 photos, against 94.5 % fixing the first layer only).")
-    elif target.family == "x86":
-        overflow_fix = ("DISABLE", f"with {_with(target)} the CPU plugin sums u8 x s8 products into int32, so "
-                                   "nothing saturates and the weights keep the full 8-bit range.")
-    elif target.family == "arm":
-        overflow_fix = ("DISABLE", f"{NO_SATURATION_ARM}, so nothing saturates and the weights keep the full "
-                                   "8-bit range.")
-    else:
-        overflow_fix = ("ENABLE", f"no rule covers {target.arch}, and half-range weights cannot saturate in "
-                                  "any kernel.")
+    overflow_fix = _by_kind(
+        target,
+        saturating=("ENABLE", "without a VNNI form the CPU plugin's u8 x s8 kernels (vpmaddubsw) saturate "
+                              "int16 pair sums, so every convolution's and matmul's weights use half the "
+                              "8-bit range "
+                              "(97.5 % agreement on 200 photos, against 94.5 % fixing the first layer only)."),
+        vnni=("DISABLE", f"with {_with(target)} the CPU plugin sums u8 x s8 products into int32, so "
+                         "nothing saturates and the weights keep the full 8-bit range."),
+        arm=("DISABLE", f"{NO_SATURATION_ARM}, so nothing saturates and the weights keep the full "
+                        "8-bit range."),
+        other=("ENABLE", f"no rule covers {target.arch}, and half-range weights cannot saturate in "
+                         "any kernel."))
     return Int8Choices("NNCF", target, (Choice("overflow_fix", *overflow_fix),))
 
 
 def x86_inductor(target: Target) -> Int8Choices:
     """PT2E X86InductorQuantizer (oneDNN int8 kernels through Inductor); its reduce_range narrows
     the u8 activations to [0, 127]."""
-    if target.family == "x86" and target.saturates:
-        reduce_range = (True, "without a VNNI form oneDNN multiplies u8 activations by s8 weights with "
-                              "vpmaddubsw, whose int16 pair sums saturate unless the activations keep 7 bits "
-                              "(the quantizer's own advice for CPUs without VNNI).")
-    elif target.family == "x86":
-        reduce_range = (False, f"with {_with(target)} oneDNN sums u8 x s8 products into int32, so nothing "
-                               "saturates and the activations keep all 8 bits (the quantizer's default).")
-    elif target.family == "arm":
-        reduce_range = (False, f"{NO_SATURATION_ARM}, so nothing saturates and the activations keep all 8 bits.")
-    else:
-        reduce_range = (True, f"no rule covers {target.arch}, and 7-bit activations cannot saturate in any kernel.")
+    reduce_range = _by_kind(
+        target,
+        saturating=(True, "without a VNNI form oneDNN multiplies u8 activations by s8 weights with "
+                          "vpmaddubsw, whose int16 pair sums saturate unless the activations keep 7 bits "
+                          "(the quantizer's own advice for CPUs without VNNI)."),
+        vnni=(False, f"with {_with(target)} oneDNN sums u8 x s8 products into int32, so nothing "
+                     "saturates and the activations keep all 8 bits (the quantizer's default)."),
+        arm=(False, f"{NO_SATURATION_ARM}, so nothing saturates and the activations keep all 8 bits."),
+        other=(True, f"no rule covers {target.arch}, and 7-bit activations cannot saturate in any kernel."))
     return Int8Choices("X86InductorQuantizer", target, (Choice("reduce_range", *reduce_range),))
 
 
