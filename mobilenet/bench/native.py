@@ -34,7 +34,7 @@ import numpy as np
 log = logging.getLogger("mobilenet.bench.native")
 
 # Enough calls for a median that the noise of one call does not move, few enough to stay quick.
-SPLIT_CALLS = 100
+SPLIT_CALLS = 50
 
 
 class NativeError(RuntimeError):
@@ -78,20 +78,8 @@ def _litert_parse(out_dir: Path, stdout: str) -> dict:
 
 
 def _litert_steps(runner, image: np.ndarray) -> dict:
-    """Runner.run of mobilenet/measure/runners/litert.py, step by step on its interpreter."""
-    module = sys.modules[type(runner).__module__]
-    interpreter, given, taken = runner.interpreter, runner._input, runner._output
-
-    def input_step():
-        x = np.ascontiguousarray(image.transpose(0, 2, 3, 1)) if runner._nhwc else image
-        x = module._quantize(x, given) if runner._quantized_input else np.asarray(x, dtype=np.float32)
-        interpreter.set_tensor(given["index"], x)
-
-    def output_step():
-        y = interpreter.get_tensor(taken["index"])
-        return module._dequantize(y, taken) if runner._quantized_output else y.astype(np.float32, copy=False)
-
-    return {"input": input_step, "output": output_step}
+    """Runner.run of mobilenet/measure/runners/litert.py, step by step: stage, invoke, read."""
+    return {"input": lambda: runner.stage_input(image), "output": runner.read_output}
 
 
 def _litert_program_call(artifact: Path, threads: int) -> Callable[[], object]:
@@ -139,15 +127,9 @@ def _openvino_parse(out_dir: Path, stdout: str) -> dict:
 
 
 def _openvino_steps(runner, image: np.ndarray) -> dict:
-    """Runner.run of mobilenet/measure/runners/openvino.py, step by step: infer({0: image}) copies
-    the photo into the request's input tensor (tensor.data[:] = ...), then infers; the output is
-    copied out inside infer(), which the inference step times with it."""
-    tensor = runner.request.get_input_tensor(0)
-
-    def input_step():
-        tensor.data[:] = np.ascontiguousarray(image, dtype=np.float32)
-
-    return {"input": input_step}
+    """Runner.run of mobilenet/measure/runners/openvino.py, step by step: the photo into the
+    request's input tensor, then infer(), whose output view the runner copies (timed with it)."""
+    return {"input": lambda: runner.stage_input(image)}
 
 
 PROGRAMS: dict[str, Program] = {

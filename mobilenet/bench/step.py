@@ -68,6 +68,18 @@ MEASUREMENT_CODE = ("mobilenet.bench.step", "mobilenet.bench.rows", "mobilenet.b
 REFERENCE_PROCESSES = 3
 REFERENCE_BURST = 5
 REFERENCE_ROUNDS = 4
+# Sessions the runtimes' own benchmark programs run after: the first, the last and those evenly
+# between. A program's median moves little from session to session; each run costs seconds of
+# start-up (about 10 s a session for the four LiteRT and OpenVINO rows on a 2-vCPU EPYC).
+NATIVE_SESSIONS = 3
+
+
+def native_sessions(sessions: int) -> set[int]:
+    """The session indexes after which the native programs run, spread over the bench."""
+    count = min(NATIVE_SESSIONS, sessions)
+    if count <= 1:
+        return {0}
+    return {round(k * (sessions - 1) / (count - 1)) for k in range(count)}
 
 
 class BenchError(RuntimeError):
@@ -213,6 +225,7 @@ def bench_threads(variants: list[Variant], threads: int, settings: Settings, dat
     meter, load = RaplMeter(), MachineLoad()
     sessions: list[dict[str, Take]] = []
     natives: dict[str, list[dict]] = {}
+    with_native = native_sessions(settings.sessions)
     log.info("bench: %d variant(s) at %d thread(s), %d sessions", len(runnable), threads, settings.sessions)
     with tqdm(total=settings.sessions, desc=f"bench sessions @{threads}t", unit="session", disable=quiet,
               leave=False) as bar:
@@ -224,7 +237,7 @@ def bench_threads(variants: list[Variant], threads: int, settings: Settings, dat
             if not takes[REFERENCE_ID].ran:
                 reference = takes[REFERENCE_ID]
                 raise BenchError(f"the FP32 eager reference could not run: {reference.error or reference.skipped}")
-            for v in runnable:
+            for v in runnable if index in with_native else ():
                 if takes[v.id].ran:
                     native = _native_benchmark(v, v.artifact_path(models), threads, settings)
                     if native:  # with its session, so the report can pair it with that session's median

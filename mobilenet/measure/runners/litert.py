@@ -17,11 +17,17 @@ NCHW = (1, 3, 224, 224)
 NHWC = (1, 224, 224, 3)
 
 
-def _quantize(values: np.ndarray, detail: dict) -> np.ndarray:
+def _quantize_into(values: np.ndarray, detail: dict, scratch: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """values quantized as the input tensor's scale and zero point say, written into `out`
+    through `scratch` (float32, same shape): no array is allocated per call."""
     scale, zero_point = detail["quantization"]
     info = np.iinfo(detail["dtype"])
-    quantized = np.round(values / scale) + zero_point
-    return np.clip(quantized, info.min, info.max).astype(detail["dtype"])
+    np.divide(values, scale, out=scratch)
+    np.rint(scratch, out=scratch)
+    scratch += zero_point
+    np.clip(scratch, info.min, info.max, out=scratch)
+    out[...] = scratch
+    return out
 
 
 def _dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
@@ -59,17 +65,26 @@ class Runner(BaseRunner):
         self._nhwc = shape == NHWC
         self._quantized_input = np.issubdtype(self._input["dtype"], np.integer)
         self._quantized_output = np.issubdtype(self._output["dtype"], np.integer)
+        # The input is staged in buffers made once: a fresh NHWC copy and a fresh quantized
+        # array per call were most of what this runner added to the interpreter's own call.
+        self._staged = np.empty(shape, dtype=np.float32)
+        self._quantized = np.empty(shape, dtype=self._input["dtype"]) if self._quantized_input else None
 
-    def run(self, image: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(image.transpose(0, 2, 3, 1)) if self._nhwc else image
-        if self._quantized_input:
-            x = _quantize(x, self._input)
-        else:
-            x = np.asarray(x, dtype=np.float32)
+    def stage_input(self, image: np.ndarray) -> None:
+        """The photo (NCHW float32) into the interpreter's input tensor, in its layout and type."""
+        np.copyto(self._staged, image.transpose(0, 2, 3, 1) if self._nhwc else image, casting="same_kind")
+        x = _quantize_into(self._staged, self._input, self._staged, self._quantized) if self._quantized_input \
+            else self._staged
         self.interpreter.set_tensor(self._input["index"], x)
-        self.interpreter.invoke()
+
+    def read_output(self) -> np.ndarray:
         # get_tensor copies, so the result survives the next invoke().
         y = self.interpreter.get_tensor(self._output["index"])
         if self._quantized_output:
             return _dequantize(y, self._output)
         return y.astype(np.float32, copy=False)
+
+    def run(self, image: np.ndarray) -> np.ndarray:
+        self.stage_input(image)
+        self.interpreter.invoke()
+        return self.read_output()

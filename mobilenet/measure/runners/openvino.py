@@ -53,9 +53,16 @@ class Runner(BaseRunner):
         compiled = openvino.Core().compile_model(str(self.path), DEVICE, config)
         self.threads_effective = int(compiled.get_property(props.inference_num_threads))
         self.request = compiled.create_infer_request()
+        # The photo is copied straight into the request's own input tensor and the answer out of
+        # its output tensor: infer({0: image}) goes through a data dispatcher and allocates a
+        # fresh output array each call, which roughly doubled what this runner adds to the
+        # inference on a 2-vCPU EPYC.
+        self._input = self.request.get_input_tensor(0).data
+
+    def stage_input(self, image: np.ndarray) -> None:
+        np.copyto(self._input, image, casting="same_kind")
 
     def run(self, image: np.ndarray) -> np.ndarray:
-        image = np.ascontiguousarray(image, dtype=np.float32)
-        # infer() copies the output out of the request's tensor (share_outputs=False), so
-        # the array stays valid after the next call.
-        return self.request.infer({0: image})[0]
+        self.stage_input(image)
+        # share_outputs: a view of the request's output tensor, copied before the next call can overwrite it.
+        return self.request.infer(share_outputs=True)[0].copy()
