@@ -251,3 +251,11 @@ def test_a_result_written_before_the_split_still_gets_its_line():
                                "median_ms": 5.0, "session_median_ms": [5.0] * 7}
     [line] = report.harness_lines([result])
     assert "median 5.00 ms" in line and "+0.30 ms per call (+6.0 %)" in line and "API" not in line
+
+
+def test_native_programs_run_after_sessions_spread_over_the_bench():
+    from mobilenet.bench.step import native_sessions
+    assert native_sessions(7) == {0, 3, 6}
+    assert native_sessions(2) == {0, 1}
+    assert native_sessions(1) == {0}
+    assert native_sessions(10) == {0, 4, 9}  # round(4.5) is 4: banker's rounding, still spread
