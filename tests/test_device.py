@@ -299,3 +299,126 @@ def test_a_narrower_run_keeps_the_other_variants_rows(tmp_path):
     assert (new / "results" / "litert-int8@2t.json").read_text() == "previous litert-int8"
     assert (new / "logits" / "litert-int8@2t.logits.npy").exists()
     device._keep_earlier_variants(tmp_path / "none", new, measured=set())  # a first run: nothing to keep
+
+
+# ---- INT8 artifacts built for the device's CPU
+
+def _emulated_arm64():
+    from test_target import emulated_host_cpuinfo
+
+    from mobilenet.build import target
+    return target.from_cpuinfo("aarch64", emulated_host_cpuinfo(), source="arm64-emu's /proc/cpuinfo")
+
+
+def _metas_built_for(models: Path, built_for) -> None:
+    """Every variant's meta as a build on `built_for` records it (its ISA-dependent choices)."""
+    from mobilenet.build import target
+    from mobilenet.files import write_json
+    from mobilenet.registry import VARIANTS
+    models.mkdir(parents=True, exist_ok=True)
+    for variant in VARIANTS:
+        choices = target.choices_for(variant, built_for)
+        write_json(variant.meta_path(models), {"variant": variant.id, "status": "ok", "options": {
+            **({target.RECORD_KEY: choices.recorded()} if choices else {})}})
+
+
+def test_a_device_whose_cpu_takes_other_int8_settings_gets_its_own_builds(tmp_path):
+    from test_target import NO_VNNI, SKYLAKE_SP, VNNI
+
+    from mobilenet.registry import VARIANTS
+    models = tmp_path / "models"
+    _metas_built_for(models, NO_VNNI)
+    own = device.own_builds(list(VARIANTS), models, _emulated_arm64())
+    # FP32, LiteRT's and ExecuTorch's INT8 and torch.ao's (fbgemm's default qconfig, qnnpack's
+    # reduce_range=False) come out the same on ARM: this machine's artifacts are shipped.
+    assert own == {"onnx-int8": {"reduce_range": False, "activation_type": "QUInt8", "weight_type": "QInt8"},
+                   "openvino-int8": {"overflow_fix": "DISABLE"}, "aoti-int8": {"reduce_range": False}}
+    assert set(device.own_builds(list(VARIANTS), models, VNNI)) == {"onnx-int8", "openvino-int8", "aoti-int8"}
+    assert device.own_builds(list(VARIANTS), models, SKYLAKE_SP) == {}, "AVX-512 without VNNI saturates too"
+    # What the artifact here recorded decides, not this machine's rules: built for VNNI, shipped to ARM as is.
+    _metas_built_for(models, VNNI)
+    assert device.own_builds(list(VARIANTS), models, _emulated_arm64()) == {}
+
+
+def test_a_build_for_the_device_copies_the_fp32_reference_and_builds_for_its_cpu(tmp_path, monkeypatch):
+    """build_for_device through the real scheduler, the step itself replaced: what it reads and
+    where it writes, and that the builders' build_target() is the device's CPU in this process."""
+    from mobilenet.build import step, target
+    from mobilenet.files import write_json
+    from mobilenet.settings import Settings
+    monkeypatch.delenv(target.TARGET_ENV, raising=False)
+    settings = Settings(build_dir=tmp_path / "build", build_jobs=1)
+    reference = by_id("fp32-eager")
+    settings.models_dir.mkdir(parents=True)
+    (settings.models_dir / reference.artifact).write_bytes(b"weights")
+    np.save(settings.models_dir / f"{reference.id}.check-logits.npy", np.zeros((2, 1000), np.float32))
+    write_json(reference.meta_path(settings.models_dir), {"variant": reference.id, "status": "ok"})
+    write_json(settings.stamps_dir / "prepare-data.json", {"settings": {}, "inputs": {}})
+    seen = {}
+
+    def run_step(name, there, force=False, **options):
+        seen[name] = {"target": target.build_target(), "models": there.models_dir, "only": there.only,
+                      "child_env": there.as_env()[target.TARGET_ENV],
+                      "reference": (there.models_dir / reference.artifact).read_bytes()}
+        return [{"variant": "onnx-int8", "status": "ok"}]
+
+    monkeypatch.setattr(step, "run_step", run_step)
+    arm = _emulated_arm64()
+    there, failed = device.build_for_device(settings, arm, [by_id("onnx-int8"), by_id("openvino-int8")])
+    folder = settings.build_dir / "targets" / "aarch64-asimd-asimddp"
+    assert failed == {} and there.models_dir == folder / "models" and set(seen) == {"convert-onnx", "convert-openvino"}
+    for built in seen.values():
+        assert built["target"].same_isa(arm) and built["models"] == folder / "models"
+        assert built["only"] == "onnx-int8,openvino-int8" and built["reference"] == b"weights"
+        assert target.load_profile(built["child_env"]).same_isa(arm), "a child process reads the same CPU"
+    assert target.build_target().source == "/proc/cpuinfo", "this machine again after the build"
+    assert (folder / "stamps" / "prepare-data.json").exists(), "the photos are this machine's, not redone"
+    assert not (folder / "models" / "onnx-fp32.onnx").exists()
+    # A reference rebuilt here reaches the next device build; an unchanged one is left alone.
+    (settings.models_dir / reference.artifact).write_bytes(b"weights, rebuilt")
+    device.build_for_device(settings, arm, [by_id("onnx-int8")])
+    assert seen["convert-onnx"]["reference"] == b"weights, rebuilt"
+
+
+def test_a_device_row_built_for_it_is_scored_against_that_artifacts_answers_here(tmp_path):
+    """make_results with an artifact shipped from the device's own folder: its meta, its built_for
+    and its cross-ISA answers are that folder's, and the device's CPU is recorded as measured_on."""
+    from dataclasses import asdict
+
+    from test_target import NO_VNNI
+
+    from mobilenet.build import target
+    from mobilenet.files import write_json
+    from mobilenet.settings import Settings
+    settings = Settings(build_dir=tmp_path / "build")
+    arm = _emulated_arm64()
+    own = tmp_path / "build" / "targets" / arm.name / "models"
+    labels = [3, 1, 4, 1]
+    answers = np.zeros((len(labels), 1000), np.float32)
+    answers[np.arange(len(labels)), labels] = 10.0
+    variant, eager = by_id("onnx-int8"), by_id("fp32-eager")
+    for models, made_for, logits in ((settings.models_dir, NO_VNNI, answers), (own, arm, answers + 0.5)):
+        models.mkdir(parents=True)
+        write_json(variant.meta_path(models), {"status": "ok", "artifact_sha256": models.name, "options": {
+            target.RECORD_KEY: target.onnxruntime(made_for).recorded()}})
+        np.save(models / f"{variant.id}.check-logits.npy", logits)
+    np.save(settings.models_dir / f"{eager.id}.check-logits.npy", answers)
+    fetched = tmp_path / "fetched"
+    (fetched / "logits").mkdir(parents=True)
+    np.save(fetched / "logits" / f"{variant.id}@1t.logits.npy", answers + 0.5)
+    sessions = [{variant.id: asdict(_take(variant.id, s, 5.0))} for s in range(2)]
+    env = {"machine_id": "pi (Cortex-A76)", "hostname": "pi", "cpu_model": "Cortex-A76", "logical_cores": 2,
+           "os": "Linux (aarch64)", "python": "3.11", "torch": "not on the device", "torchvision": "-",
+           "weights_source": "test", "weights_sha256": "cd" * 32, "weights_random": False, "image_set": "s",
+           "eval_photos": len(labels), "labelled": True, "energy_source": "-", "device_of": "box (Test CPU)"}
+    [row] = device.make_results([variant], 1, sessions, fetched, len(labels), settings, labels, env, {},
+                                {variant.id: own}, arm.record())
+    assert row.build["options"][target.RECORD_KEY]["target"]["arch"] == "aarch64"
+    assert row.built_for["isa_flags"] == ["asimd", "asimddp"] and row.measured_on == arm.record()
+    assert row.cross_isa_max_abs_dlogit == 0.0, "against the device's artifact's answers here, not this machine's"
+    from mobilenet.report.markdown import isa_flag
+    assert isa_flag(row) is None
+    [reused] = device.make_results([variant], 1, sessions, fetched, len(labels), settings, labels, env, {},
+                                   None, arm.record())
+    assert reused.cross_isa_max_abs_dlogit == pytest.approx(0.5)
+    assert isa_flag(reused).startswith("built for x86_64 avx2, measured on aarch64 asimd asimddp; chosen for")
