@@ -143,6 +143,11 @@ class Result:
     native_benchmark: dict | None = None
     inputs: dict = field(default_factory=dict)  # fingerprints of what shaped this result
     build: dict = field(default_factory=dict)  # how the artifact was made (from its meta.json)
+    # The CPU the artifact's ISA-dependent INT8 settings were chosen for ({arch, isa_flags, source},
+    # from its meta); None: it makes no such choice (FP32, and INT8 toolkits whose settings hold anywhere).
+    built_for: dict | None = None
+    # The CPU that ran it, read off that machine ({arch, isa_flags, source}: build.target.Target.record).
+    measured_on: dict | None = None
     deprecated: str | None = None
     schema: int = SCHEMA
 

@@ -82,6 +82,17 @@ def _text(text) -> str:
     return str(text)
 
 
+def _target_profile(text) -> Path | None:
+    """A profile file to build the ISA-dependent INT8 settings for, checked here (readable, a
+    profile) so that a bad one stops before anything is built; empty: this machine."""
+    from mobilenet.build.target import load_profile
+    if not str(text).strip():
+        return None
+    path = Path(str(text)).expanduser()
+    load_profile(path)  # raises ValueError naming the file
+    return path
+
+
 def _variant_globs(text) -> str:
     from mobilenet.registry import select
     select(str(text))  # raises, naming the known variants, when nothing matches
@@ -132,6 +143,11 @@ OPTIONS: tuple[Option, ...] = (
     # in the task's own process). A build takes up to about 2 GB and, in places, every core.
     Option("build_jobs", _integer(1), min(2, os.cpu_count() or 1),
            "build steps run at once after export (default 2, or 1 on a 1-core machine)"),
+    # Device mode sets it for the INT8 artifacts it builds for a device whose CPU takes other
+    # settings than this one; its build's child processes read it back with the other settings.
+    Option("target", _target_profile, None,
+           "a CPU profile JSON (arch and isa_flags, or a device mode device.json) to choose the ISA-dependent INT8 "
+           "settings for instead of this machine; models, stamps and logs then go to build/targets/<arch>-<flags>/"),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 
@@ -220,6 +236,7 @@ class Settings:
     tag: str | None = _FROM_ENV
     quiet: bool = _FROM_ENV
     build_jobs: int = _FROM_ENV
+    target: Path | None = _FROM_ENV
 
     def __post_init__(self):
         for option in OPTIONS:
@@ -231,6 +248,8 @@ class Settings:
             object.__setattr__(self, "manifest", Path(self.images_root) / "manifest.csv")
         for name in ("build_dir", "images_root", "manifest"):
             object.__setattr__(self, name, Path(getattr(self, name)))
+        if self.target is not None:
+            object.__setattr__(self, "target", Path(self.target))
 
     def with_options(self, **options) -> Settings:
         """Apply task options (None: not given), each validated like its variable; a name the
@@ -257,8 +276,17 @@ class Settings:
         return self.images_root
 
     @property
+    def target_dir(self) -> Path | None:
+        """build/targets/<arch>-<flags>/ when building for a profile (`target`), else None. The
+        photos (data/) and results stay shared: only what is built for that CPU moves."""
+        if self.target is None:
+            return None
+        from mobilenet.build.target import load_profile
+        return self.build_dir / "targets" / load_profile(self.target).name
+
+    @property
     def models_dir(self) -> Path:
-        return self.build_dir / "models"
+        return (self.target_dir or self.build_dir) / "models"
 
     @property
     def results_dir(self) -> Path:
@@ -270,8 +298,8 @@ class Settings:
 
     @property
     def logs_dir(self) -> Path:
-        return self.build_dir / "logs"
+        return (self.target_dir or self.build_dir) / "logs"
 
     @property
     def stamps_dir(self) -> Path:
-        return self.build_dir / "stamps"
+        return (self.target_dir or self.build_dir) / "stamps"

@@ -3,6 +3,7 @@ profiles, the probe of this machine, the choices reaching a builder's options an
 freshness, and the report's notes written from what a build recorded. Fast: no conversion runs."""
 from __future__ import annotations
 
+import json
 import platform
 import re
 from pathlib import Path
@@ -212,3 +213,148 @@ def test_report_notes_without_recorded_choices_keep_the_history_only():
     row.build = {"status": "ok", "options": {isa.RECORD_KEY: {"choices": "garbled"}}}
     note = next(line for line in report.render([eager, row]).splitlines() if line.startswith("  - `onnx-int8`:"))
     assert note.endswith(by_id("onnx-int8").tuning) and "ISA-dependent" not in note
+
+
+# ---- profiles of other CPUs: the emulated ARM64 host, and builds made for a profile
+
+ARM64_HOST_SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "arm64-host"
+
+
+def emulated_host_cpuinfo(core: str = "cortex-a76", cpus: int = 2) -> str:
+    """The /proc/cpuinfo .ci/arm64-host gives its emulated board (its Features line for `core`)."""
+    features = re.search(rf"{core}\)[^\n]*\n\s*FEATURES=\"([^\"]+)\"", ARM64_HOST_SCRIPT.read_text()).group(1)
+    return "".join(f"processor\t: {cpu}\nFeatures\t: {features}\nCPU implementer\t: 0x41\n\n" for cpu in range(cpus))
+
+
+def every_rule(profile: isa.Target) -> dict:
+    return {choices.toolkit: values(choices) for choices in (
+        isa.onnxruntime(profile), isa.nncf(profile), isa.x86_inductor(profile),
+        isa.torch_ao("fbgemm", profile), isa.torch_ao("qnnpack", profile))}
+
+
+TYPES = {"activation_type": "QUInt8", "weight_type": "QInt8"}
+
+
+@pytest.mark.parametrize("profile, chosen", [
+    (NO_VNNI, {"ONNX Runtime": {"reduce_range": True, **TYPES}, "NNCF": {"overflow_fix": "ENABLE"},
+               "X86InductorQuantizer": {"reduce_range": True}, "torch.ao fbgemm": {"reduce_range": True},
+               "torch.ao qnnpack": {"reduce_range": False}}),
+    (VNNI, {"ONNX Runtime": {"reduce_range": False, **TYPES}, "NNCF": {"overflow_fix": "DISABLE"},
+            "X86InductorQuantizer": {"reduce_range": False}, "torch.ao fbgemm": {"reduce_range": True},
+            "torch.ao qnnpack": {"reduce_range": False}}),
+    (isa.from_cpuinfo("aarch64", emulated_host_cpuinfo("cortex-a76")),
+     {"ONNX Runtime": {"reduce_range": False, **TYPES}, "NNCF": {"overflow_fix": "DISABLE"},
+      "X86InductorQuantizer": {"reduce_range": False}, "torch.ao fbgemm": {"reduce_range": True},
+      "torch.ao qnnpack": {"reduce_range": False}}),
+], ids=["x86-without-vnni", "x86-with-vnni", "emulated-arm64-host"])
+def test_the_settings_chosen_for_each_kind_of_cpu(profile, chosen):
+    """Every toolkit's ISA-dependent settings for a no-VNNI x86, a VNNI x86 and the emulated
+    ARM64 host's own /proc/cpuinfo (from .ci/arm64-host), side by side."""
+    assert every_rule(profile) == chosen
+
+
+def test_the_emulated_hosts_cores_are_both_arm_that_never_saturates():
+    a76 = isa.from_cpuinfo("aarch64", emulated_host_cpuinfo("cortex-a76"))
+    a72 = isa.from_cpuinfo("aarch64", emulated_host_cpuinfo("cortex-a72"))  # a Pi 4: no asimddp
+    assert a76.isa == ["asimd", "asimddp"] and a72.isa == ["asimd"]
+    assert a76.name == "aarch64-asimd-asimddp" and a72.name == "aarch64-asimd"
+    assert every_rule(a76) == every_rule(a72), "the same rules, though not the same folder"
+    assert not a72.same_isa(a76) and a76.same_isa(isa.from_flags("aarch64", {"asimd", "asimddp", "sha2"}))
+
+
+def test_a_build_for_a_profile_asks_for_that_cpu_in_this_process_and_in_its_children(tmp_path, monkeypatch):
+    monkeypatch.delenv(isa.TARGET_ENV, raising=False)
+    here = isa.build_target()
+    assert here.source == "/proc/cpuinfo"
+    profile = isa.write_profile(ARM, tmp_path / "target.json")
+    assert isa.load_profile(profile).same_isa(ARM) and isa.load_profile(profile).name == "aarch64-asimd-asimddp"
+    with isa.building_for(ARM):  # a build run in this process
+        assert isa.build_target() is ARM
+        assert isa.onnxruntime(isa.build_target())["reduce_range"] is False
+    assert isa.build_target().same_isa(here), "after the block: this machine again"
+    monkeypatch.setenv(isa.TARGET_ENV, str(profile))  # what a build's child process inherits
+    assert isa.build_target().same_isa(ARM)
+    # The freshness of an INT8 artifact built for it records that CPU's values.
+    data = SimpleNamespace(image_set="test")
+    recorded = staleness.step_settings("convert-onnx", Settings(), [by_id("onnx-int8")], data)["variants"]
+    assert recorded["onnx-int8"][isa.RECORD_KEY]["arch"] == "aarch64"
+    assert recorded["onnx-int8"][isa.RECORD_KEY]["values"]["reduce_range"] is False
+
+
+def test_a_targets_build_has_folders_of_its_own_and_its_children_read_them_back(tmp_path, monkeypatch):
+    monkeypatch.delenv(isa.TARGET_ENV, raising=False)
+    build = tmp_path / "build"
+    profile = isa.write_profile(ARM, build / "targets" / "aarch64-asimd-asimddp" / isa.PROFILE_FILE)
+    here, there = Settings(build_dir=build), Settings(build_dir=build, target=profile)
+    assert here.models_dir == build / "models" and here.target_dir is None
+    folder = build / "targets" / "aarch64-asimd-asimddp"
+    assert (there.models_dir, there.stamps_dir, there.logs_dir) == (folder / "models", folder / "stamps",
+                                                                    folder / "logs")
+    # The photos and results are shared: only what is built for that CPU moves.
+    assert (there.data_dir, there.results_dir) == (here.data_dir, here.results_dir)
+    for name, value in there.as_env().items():  # a build step's child process
+        monkeypatch.setenv(name, value)
+    child = Settings()
+    assert child.models_dir == there.models_dir and isa.settings_target(child).same_isa(ARM)
+    assert isa.build_target().same_isa(ARM)
+    monkeypatch.setenv(isa.TARGET_ENV, "")  # a build for this machine passes the variable empty
+    assert Settings().target is None and Settings().models_dir == Settings().build_dir / "models"
+
+
+def test_a_bad_profile_is_refused_naming_the_file(tmp_path, monkeypatch):
+    from mobilenet.settings import SettingError
+    bad = tmp_path / "pi.json"
+    bad.write_text('{"arch": "aarch64"}')
+    monkeypatch.setenv(isa.TARGET_ENV, str(bad))
+    with pytest.raises(SettingError, match=r"MOBILENET_TARGET=.*pi\.json.*not a target profile; expected"):
+        Settings()
+    monkeypatch.setenv(isa.TARGET_ENV, str(tmp_path / "missing.json"))
+    with pytest.raises(SettingError, match=r"missing\.json: not a readable target profile"):
+        Settings()
+    # A device mode device.json is a profile too: its probe's machine and /proc/cpuinfo.
+    probed = tmp_path / "device.json"
+    probed.write_text(json.dumps({"device": {"machine": "aarch64", "cpuinfo": emulated_host_cpuinfo()}}))
+    monkeypatch.setenv(isa.TARGET_ENV, str(probed))
+    assert isa.settings_target(Settings()).isa == ["asimd", "asimddp"]
+
+
+def test_a_row_built_for_another_cpu_is_flagged_with_what_would_be_chosen_there():
+    onnx_for_x86 = isa.onnxruntime(NO_VNNI).recorded()
+    assert isa.isa_mismatch(NO_VNNI.record(), ARM.record(), onnx_for_x86) == (
+        "built for x86_64 avx2, measured on aarch64 asimd asimddp; chosen for that CPU, reduce_range=False "
+        "(built with reduce_range=True)")
+    qnnpack = isa.torch_ao("qnnpack", NO_VNNI).recorded()
+    assert isa.isa_mismatch(NO_VNNI.record(), ARM.record(), qnnpack) == (
+        "built for x86_64 avx2, measured on aarch64 asimd asimddp; the same ISA-dependent settings hold there")
+    arm_device = isa.from_cpuinfo("aarch64", emulated_host_cpuinfo())
+    assert isa.isa_mismatch(ARM.record(), arm_device.record(), isa.onnxruntime(ARM).recorded()) is None
+    assert isa.isa_mismatch(None, ARM.record()) is None, "FP32 makes no ISA-dependent choice: nothing to flag"
+    assert isa.isa_mismatch(NO_VNNI.record(), VNNI.record()).startswith("built for x86_64 avx2, measured on "
+                                                                        "x86_64 avx2 avx512f")
+
+
+def _row_on(machine: str, built: isa.Target, measured: isa.Target, variant: str = "onnx-int8"):
+    row = _int8_row(machine, built) if variant == "onnx-int8" else make_result(variant, 6.0, machine=machine,
+                                                                               eager_p50=20.0)
+    row.built_for = built.record() if variant == "onnx-int8" else None
+    row.measured_on = measured.record()
+    return row
+
+
+def test_the_report_flags_a_row_measured_on_another_cpu_and_never_one_built_for_it():
+    arm = isa.from_cpuinfo("aarch64", emulated_host_cpuinfo())
+    rows = [make_result(REFERENCE_ID, 20.0, machine="pi (Cortex-A76)"),
+            _row_on("pi (Cortex-A76)", NO_VNNI, arm), _row_on("pi (Cortex-A76)", NO_VNNI, arm, "litert-int8")]
+    text = report.render(rows)
+    line = next(line for line in text.splitlines() if line.startswith("| `onnx-int8`"))
+    assert line.rstrip(" |").endswith("ok; built for x86\\_64 avx2, measured on aarch64 asimd asimddp")
+    assert not next(line for line in text.splitlines() if line.startswith("| `litert-int8`")).count("built for")
+    assert ("  - `onnx-int8`: built for x86\\_64 avx2, measured on aarch64 asimd asimddp; chosen for that CPU, "
+            "reduce\\_range=False (built with reduce\\_range=True).") in text.splitlines()
+    built_for_it = report.render([make_result(REFERENCE_ID, 20.0, machine="pi (Cortex-A76)"),
+                                  _row_on("pi (Cortex-A76)", ARM, arm)])
+    assert "built for" not in built_for_it.replace("built for another CPU", "")
+    note = next(line for line in built_for_it.splitlines() if line.startswith("  - `onnx-int8`:"))
+    assert ("chosen for aarch64 with asimd, asimddp: reduce\\_range=False — ARM's int8 kernels (NEON widening "
+            "multiplies, udot/sdot with asimddp) sum products in 32 bits") in note
+    assert "saturate" not in built_for_it.replace("nothing saturates", ""), "no saturation claim about an ARM device"

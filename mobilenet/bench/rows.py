@@ -20,6 +20,7 @@ from mobilenet.bench.stats import (
     summarize,
     within_run_interval,
 )
+from mobilenet.build import target
 from mobilenet.measure.session import Take
 from mobilenet.registry import REFERENCE_ID, Variant
 from mobilenet.results import FAILED, SKIPPED, Environment, Result
@@ -31,7 +32,7 @@ Score = Callable[[], tuple[str, str, dict]]
 def make_result(variant: Variant, meta: dict, sessions: list[dict[str, Take]], threads: int, env_base: dict,
                 score: Score, *, not_run: tuple[str, str] | None = None, where: str = "while measuring",
                 versions_in_env: tuple[str, ...] = (), no_reference_note: str | None = None,
-                run_levels: RunLevels | None = None, **fields) -> Result:
+                run_levels: RunLevels | None = None, measured_on: dict | None = None, **fields) -> Result:
     """One variant's row at `threads` from the sessions it took part in.
 
     env_base: the Environment fields every row of the run shares (this machine's, or a device's).
@@ -43,6 +44,7 @@ def make_result(variant: Variant, meta: dict, sessions: list[dict[str, Take]], t
     no_reference_note: the row's speedup_note when the eager reference did not run in these sessions.
     run_levels: this machine's run-to-run spread from its history (history.run_levels), for the
         rerun intervals; None: not known (a device's rows, or no history yet).
+    measured_on: the CPU that ran the sessions (target.Target.record()); None: this machine, probed.
     fields: further Result fields for every row (preprocess_ms).
     """
     takes = [s[variant.id] for s in sessions if variant.id in s]
@@ -53,7 +55,8 @@ def make_result(variant: Variant, meta: dict, sessions: list[dict[str, Take]], t
                       quantized_engine=variant.engine, runtime_versions=versions)
     common = dict(variant=variant.id, runtime=variant.runtime, precision=variant.precision, summary=variant.summary,
                   threads=threads, env=env, build=meta, runtime_version=versions.get(first.get("package", "")),
-                  deprecated=variant.deprecated,
+                  deprecated=variant.deprecated, built_for=built_for(meta),
+                  measured_on=measured_on or target.probe().record(),
                   inputs={"artifact_sha256": meta.get("artifact_sha256"), "data_sha256": env.data_sha256}, **fields)
     if not_run:
         return Result(status=not_run[0], status_reason=not_run[1], **common)
@@ -72,6 +75,13 @@ def make_result(variant: Variant, meta: dict, sessions: list[dict[str, Take]], t
                   speedup_note=None if reference_ran else no_reference_note,
                   energy_mj_per_inference=(energy_j * 1000 / timing["runs"]) if env.energy_source == "RAPL" else None,
                   **scored)
+
+
+def built_for(meta: dict) -> dict | None:
+    """The CPU the artifact's ISA-dependent settings were chosen for, as its build recorded it."""
+    options = meta.get("options") if isinstance(meta, dict) else None
+    made_for = target.recorded_target(options.get(target.RECORD_KEY) if isinstance(options, dict) else None)
+    return made_for.record() if made_for else None
 
 
 def _interval(bounds) -> list | None:

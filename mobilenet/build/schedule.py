@@ -113,24 +113,35 @@ def build_steps(steps: list[str], settings: Settings, force: bool = False) -> It
     """
     from mobilenet.build import staleness
     from mobilenet.build import step as build
+    from mobilenet.build import target
     from mobilenet.data.store import prepare
     hold_build_lock(settings.build_dir)
+    # What runs in this process builds for the settings' target as the children do (they read
+    # MOBILENET_TARGET); set around each call, never across a yield, so the caller's code between
+    # two steps sees its own target.
+    building_for = target.settings_target(settings)
+
+    def run_step(step: str, **options) -> list[dict]:
+        with target.building_for(building_for):
+            return build.run_step(step, settings, **options)
+
     for wave in waves(list(steps)):
         if len(wave) == 1 or settings.build_jobs == 1:
             for step in wave:
-                yield step, build.run_step(step, settings, force=force)
+                yield step, run_step(step, force=force)
             continue
         data = prepare(settings)
         stale = {}
         for step in wave:
-            reasons = staleness.stale_variants(step, settings, force, data)
+            with target.building_for(building_for):
+                reasons = staleness.stale_variants(step, settings, force, data)
             if reasons:
                 stale[step] = reasons
             else:  # it only says "up to date" (or "nothing selected") and reports its FAILED variants
-                yield step, build.run_step(step, settings, data=data, stale={})
+                yield step, run_step(step, data=data, stale={})
         if len(stale) == 1:
             (step, reasons), = stale.items()
-            yield step, build.run_step(step, settings, force=force, data=data, stale=reasons)
+            yield step, run_step(step, force=force, data=data, stale=reasons)
         elif stale:
             yield from _run_children(longest_first(stale, settings.models_dir), settings, force)
 

@@ -12,10 +12,20 @@ bit only costs accuracy.
 Flags are read from /proc/cpuinfo (x86's `flags` line, ARM's `Features`), never assumed, so a
 profile recorded on another machine (a device's cpuinfo) gives that machine's choices.
 Nothing here imports a toolkit: the build's freshness check reads the choices too.
+
+Which CPU a build is for: this machine, unless the build runs for a recorded profile (device
+mode builds a device's own INT8 artifacts here). The builders ask build_target() and take no
+argument, so the profile reaches them two ways: building_for() while a build runs in this
+process, and the MOBILENET_TARGET variable (a profile file) that its child processes inherit.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import json
+import os
 import platform
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +88,17 @@ class Target:
     def record(self) -> dict:
         return {"arch": self.arch, "isa_flags": self.isa, "source": self.source}
 
+    @property
+    def name(self) -> str:
+        """'aarch64-asimd-asimddp': the folder a target's own artifacts live in. Spelt from the
+        flags the rules read, so two CPUs that get the same rules share it."""
+        spelt = "-".join([self.arch, *self.isa]) if self.isa else f"{self.arch}-no-isa-flags"
+        return re.sub(r"[^A-Za-z0-9_.+-]", "_", spelt)
+
+    def same_isa(self, other: Target) -> bool:
+        """Do the rules see the same CPU (architecture and the flags they read)?"""
+        return (self.arch, self.isa) == (other.arch, other.isa)
+
 
 def _cpuinfo_flags(text: str) -> frozenset[str]:
     """The flags every processor in a /proc/cpuinfo text reports: a kernel may run a thread on
@@ -110,10 +131,70 @@ def probe(cpuinfo: Path = CPUINFO) -> Target:
     return from_cpuinfo(platform.machine(), text, source=str(cpuinfo))
 
 
+# The variable naming a profile file a build is for; a Settings field (mobilenet/settings.py)
+# of the same name, so a build's child processes read it back with the rest of its settings.
+TARGET_ENV = "MOBILENET_TARGET"
+PROFILE_FILE = "target.json"  # in build/targets/<name>/, beside that target's models/
+
+_building_for: contextvars.ContextVar[Target | None] = contextvars.ContextVar("building_for", default=None)
+
+
+def load_profile(path) -> Target:
+    """A target from a profile file: {"arch", "isa_flags"} as write_profile() and the INT8 metas'
+    `isa_choices.target` record it, or a device mode `device.json` (its probe's machine and
+    /proc/cpuinfo). ValueError, naming the file, for anything else."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable target profile ({exc.__class__.__name__}: {exc})") from None
+    probed = data.get("device") if isinstance(data, dict) else None
+    if isinstance(probed, dict) and isinstance(probed.get("machine"), str) and isinstance(probed.get("cpuinfo"), str):
+        return from_cpuinfo(probed["machine"], probed["cpuinfo"], source=f"{path} (a device's /proc/cpuinfo)")
+    if (not isinstance(data, dict) or not isinstance(data.get("arch"), str) or not data["arch"]
+            or not isinstance(data.get("isa_flags"), list) or not all(isinstance(f, str) for f in data["isa_flags"])):
+        raise ValueError(f"{path}: not a target profile; expected {{\"arch\": \"aarch64\", \"isa_flags\": "
+                         f"[\"asimd\", ...]}} or a device mode device.json")
+    return from_flags(data["arch"], data["isa_flags"], source=str(data.get("source") or path))
+
+
+def write_profile(target: Target, path) -> Path:
+    """The profile file a build for `target` reads back (load_profile), written whole or not at all."""
+    from mobilenet.files import write_json
+    path = Path(path)
+    write_json(path, target.record())
+    return path
+
+
+@contextlib.contextmanager
+def building_for(target: Target | None):
+    """build_target() returns `target` inside this block, in this thread (None: no change).
+    For builds that run in this process; a child process reads MOBILENET_TARGET instead."""
+    if target is None:
+        yield
+        return
+    token = _building_for.set(target)
+    try:
+        yield
+    finally:
+        _building_for.reset(token)
+
+
+def settings_target(settings) -> Target | None:
+    """The profile a Settings' build is for (its `target` field), None for this machine."""
+    profile = getattr(settings, "target", None)
+    return load_profile(profile) if profile else None
+
+
 def build_target() -> Target:
-    """The CPU this build's artifacts are made for: this machine. The builders and the build's
-    freshness both ask here, so an artifact is rebuilt when the choices it was made with change."""
-    return probe()
+    """The CPU this build's artifacts are made for: the profile being built for (building_for,
+    else MOBILENET_TARGET), else this machine. The builders and the build's freshness both ask
+    here, so an artifact is rebuilt when the choices it was made with change."""
+    current = _building_for.get()
+    if current is not None:
+        return current
+    profile = os.environ.get(TARGET_ENV)
+    return load_profile(profile) if profile else probe()
 
 
 @dataclass(frozen=True)
@@ -249,6 +330,15 @@ BUILDER_RULES = {
 }
 
 
+# The rules by the toolkit name a build recorded (Int8Choices.toolkit), to redo a recorded
+# choice for another CPU: what the settings would have been on the machine that measured it.
+def _toolkit_rules(toolkit: str):
+    if toolkit.startswith("torch.ao "):
+        engine = toolkit.removeprefix("torch.ao ")
+        return lambda target: torch_ao(engine, target)
+    return {"ONNX Runtime": onnxruntime, "NNCF": nncf, "X86InductorQuantizer": x86_inductor}.get(toolkit)
+
+
 def choices_for(variant, target: Target | None = None) -> Int8Choices | None:
     """The ISA-dependent choices a registry Variant's builder makes for `target` (this build's
     target by default); None when its builder makes none. The build's freshness reads it; the
@@ -288,3 +378,48 @@ def recorded_notes(builds) -> str | None:
     if len(sentences) == 1:
         return next(iter(sentences))
     return " ".join(f"Built on {', '.join(machines)}: {sentence}" for sentence, machines in sentences.items())
+
+
+def recorded_target(recorded) -> Target | None:
+    """The CPU a build's recorded choices (a builder's `isa_choices`) were made for; None when
+    none are recorded."""
+    target = recorded.get("target") if isinstance(recorded, dict) else None
+    if not isinstance(target, dict) or not isinstance(target.get("arch"), str):
+        return None
+    flags = target.get("isa_flags") if isinstance(target.get("isa_flags"), list) else []
+    return from_flags(target["arch"], map(str, flags), str(target.get("source") or "recorded"))
+
+
+def recorded_values(recorded) -> dict | None:
+    """{setting: value} of a build's recorded choices; None when none are recorded."""
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("choices"), list):
+        return None
+    return {c["setting"]: c.get("value") for c in recorded["choices"] if isinstance(c, dict) and "setting" in c}
+
+
+def _spelt(record: dict) -> str:
+    return " ".join([str(record.get("arch")), *map(str, record.get("isa_flags") or [])]) if record.get(
+        "isa_flags") else f"{record.get('arch')} (no INT8-relevant flags)"
+
+
+def isa_mismatch(built_for: dict | None, measured_on: dict | None, recorded=None) -> str | None:
+    """'built for x86_64 avx2, measured on aarch64 asimd asimddp; ...': the flag of a row whose
+    artifact's ISA-dependent settings were chosen for another CPU than the one that ran it, with
+    what those settings would have been there (from the recorded choices' toolkit). None when
+    the two are the same CPU to the rules, or either is unknown (FP32 makes no such choice)."""
+    if not isinstance(built_for, dict) or not isinstance(measured_on, dict):
+        return None
+    built, measured = recorded_target({"target": built_for}), recorded_target({"target": measured_on})
+    if built is None or measured is None or built.same_isa(measured):
+        return None
+    flag = f"built for {_spelt(built_for)}, measured on {_spelt(measured_on)}"
+    values = recorded_values(recorded)
+    rules = _toolkit_rules(str(recorded.get("toolkit", ""))) if isinstance(recorded, dict) else None
+    if values is None or rules is None:
+        return flag
+    there = {c.setting: c.value for c in rules(measured).choices}
+    differ = {k: v for k, v in there.items() if k in values and values[k] != v}
+    if not differ:
+        return f"{flag}; the same ISA-dependent settings hold there"
+    return (f"{flag}; chosen for that CPU, " + ", ".join(f"{k}={v}" for k, v in differ.items())
+            + f" (built with {', '.join(f'{k}={values[k]}' for k in differ)})")

@@ -11,6 +11,11 @@ logits against its own: the same artifact's answers here (the build check's logi
 agreement) and its eager FP32 reference. The results are ordinary result files in
 build/remote/<host>/results, where `invoke report` finds them.
 
+An INT8 artifact whose ISA-dependent settings (mobilenet/build/target.py) come out otherwise
+for the device's probed CPU than for this machine's is built again here, for the device, into
+build/targets/<arch>-<flags>/models/, and that one is shipped. The FP32 artifacts, and INT8 ones
+whose settings hold on both, are this machine's own.
+
 A device is not trusted with this machine: what comes back is fetched file by file over
 SFTP, by names chosen here, within size limits.
 """
@@ -20,25 +25,28 @@ import hashlib
 import io
 import json
 import logging
+import os
 import posixpath
 import shlex
 import shutil
 import tarfile
 import tempfile
+import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import fabric
 import numpy as np
 
-from mobilenet import accuracy
+from mobilenet import accuracy, logs
 from mobilenet.bench.rows import accuracy_fields, make_result
-from mobilenet.build.artifacts import artifact_problem, reference_logits_path
-from mobilenet.files import read_json, write_json
+from mobilenet.build import target
+from mobilenet.build.artifacts import artifact_problem, kept_files, reference_logits_path
+from mobilenet.files import read_json, sha256_cached, write_json
 from mobilenet.measure.session import Take
-from mobilenet.registry import REFERENCE_ID, RUNTIMES, Variant, by_id, runtime_of, select
+from mobilenet.registry import REFERENCE_ID, RUNTIMES, STEPS, Variant, by_id, runtime_of, select
 from mobilenet.remote import ssh
 from mobilenet.remote.ssh import Access, parse_hosts
 from mobilenet.results import FAILED, OK, SKIPPED, Result, write_result
@@ -107,6 +115,7 @@ class DeviceOutcome:
     results: list[Result] = field(default_factory=list)
     folder: Path | None = None  # build/remote/<host>
     seconds: float = 0.0
+    built_for_device: dict = field(default_factory=dict)  # {variant id: models folder it was built into for the device}
 
 
 # ---- planning (local)
@@ -139,15 +148,121 @@ def plan_installs(variants: list[Variant], install: set[str], own_venv: bool) ->
     return lists, skipped
 
 
-def build_problem(variant: Variant, models_dir: Path) -> tuple[str, str] | None:
-    """(status, reason) when the controller has no trustworthy artifact to ship."""
+def build_problem(variant: Variant, models_dir: Path, checked_elsewhere: bool = False) -> tuple[str, str] | None:
+    """(status, reason) when the controller has no trustworthy artifact to ship.
+
+    checked_elsewhere: the artifact was built for the device's CPU, so its check here ran it on
+    a CPU it was not made for. A failed check (its files kept) then does not stop it: the
+    device's own answers are gated when they come back. A build error still does.
+    """
     meta_path = variant.meta_path(models_dir)
     if meta_path.exists():
         meta = read_json(meta_path)
-        if meta.get("status") in (SKIPPED, FAILED):
+        checked = checked_elsewhere and meta.get("status") == FAILED and "files_sha256" in meta
+        if meta.get("status") in (SKIPPED, FAILED) and not checked:
             return meta["status"], f"at build: {meta.get('reason', '')}"
     problem = artifact_problem(variant, models_dir)
     return (SKIPPED, f"not shipped: {problem} (run `invoke bench --only {variant.id}` first)") if problem else None
+
+
+# ---- building for the device's CPU (local)
+
+def _built_values(variant: Variant, models_dir: Path) -> dict | None:
+    """The ISA-dependent values this machine's artifact was built with: what its meta recorded,
+    else (no record) what the rules give for this build's target."""
+    meta_path = variant.meta_path(models_dir)
+    options = read_json(meta_path).get("options") if meta_path.exists() else None
+    recorded = target.recorded_values(options.get(target.RECORD_KEY) if isinstance(options, dict) else None)
+    if recorded is not None:
+        return recorded
+    here = target.choices_for(variant)
+    return here.fingerprint()["values"] if here else None
+
+
+def own_builds(variants: list[Variant], models_dir: Path, device_target: target.Target) -> dict[str, dict]:
+    """{variant id: the values chosen for the device} for the variants whose ISA-dependent
+    settings come out otherwise for the device's CPU than those their artifact here was built with.
+
+    The values are compared, not the whole Int8Choices.fingerprint(): that holds the CPU's flags
+    too, which differ between any x86 and any ARM, while the artifact depends only on the values
+    (qnnpack's reduce_range=False, for one, holds on both)."""
+    wanted = {}
+    for variant in variants:
+        there = target.choices_for(variant, device_target)
+        if there is None:
+            continue
+        values = there.fingerprint()["values"]
+        if values != _built_values(variant, models_dir):
+            wanted[variant.id] = values
+    return wanted
+
+
+# Builds for devices run one at a time: two hosts of one CPU kind would build into one folder,
+# and the builds share this machine's cores anyway.
+_TARGET_BUILDS = threading.Lock()
+
+
+def _copy_if_changed(source: Path, destination: Path) -> None:
+    """destination becomes a copy of source unless it already holds the same bytes (a hard link
+    where the file system allows: the reference is 14 MB), swapped in whole."""
+    if destination.exists() and sha256_cached(destination) == sha256_cached(source):
+        return
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    tmp = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copy2(source, tmp)
+    os.replace(tmp, destination)
+
+
+def target_settings(settings: Settings, device_target: target.Target, variant_ids) -> Settings:
+    """The settings of a build for the device's CPU: its profile written to
+    build/targets/<name>/target.json (what the build's child processes read back), the variants
+    to build, and the rest as this machine's (photos, weights)."""
+    folder = settings.build_dir / "targets" / device_target.name
+    profile = target.write_profile(device_target, folder / target.PROFILE_FILE)
+    return replace(settings, target=profile, only=",".join(variant_ids))
+
+
+def build_for_device(settings: Settings, device_target: target.Target, variants: list[Variant]) -> tuple[
+        Settings, dict[str, tuple[str, str]]]:
+    """Build `variants` here for the device's CPU into build/targets/<name>/models; returns the
+    build's settings and {variant id: (FAILED, reason)} for those whose step stopped.
+
+    Only INT8 steps run: the FP32 reference (export) is this machine's, copied in (it is the
+    same on every CPU, and every INT8 artifact is checked against it), and so is the photo
+    record, so the build reads the very photos this machine's build did."""
+    from mobilenet.build.model import WeightsError
+    from mobilenet.build.schedule import StepError, build_steps
+    from mobilenet.build.step import BuildError
+    from mobilenet.freshness import stamp_path
+    failed: dict[str, tuple[str, str]] = {}
+    with _TARGET_BUILDS:
+        there = target_settings(settings, device_target, [v.id for v in variants])
+        reference = by_id(REFERENCE_ID)
+        for path in [*kept_files(reference, settings.models_dir), reference.meta_path(settings.models_dir)]:
+            _copy_if_changed(path, there.models_dir / path.name)
+        photos = stamp_path(settings.stamps_dir, "prepare-data")
+        if photos.exists():  # else the build preprocesses the photos again, to the same arrays
+            _copy_if_changed(photos, stamp_path(there.stamps_dir, "prepare-data"))
+        asked = {v.step for v in variants}
+        steps = [step.name for step in STEPS if step.name in asked]
+        log.info("building %s for %s (%s) into %s", ", ".join(v.id for v in variants), device_target.describe(),
+                 device_target.source, there.models_dir)
+        try:
+            for _, metas in build_steps(steps, there):
+                for meta in metas:
+                    if meta["status"] == FAILED:
+                        log.warning("  %s built for %s: FAILED here (%s)", meta["variant"], device_target.name,
+                                    meta.get("reason") or meta.get("check", {}).get("facts"))
+        except (StepError, BuildError, WeightsError, ValueError) as exc:
+            reason = f"could not be built for {device_target.describe()}: {exc}"
+            failed.update({v.id: (FAILED, reason) for v in variants
+                           if artifact_problem(v, there.models_dir) is not None})
+        finally:  # the steps sent the log to the target's step logs; the rest of the run is remote-bench's
+            logs.setup(settings.logs_dir, "remote-bench", settings.quiet)
+    return there, failed
 
 
 def eval_subset(settings: Settings, count: int | None, out: Path) -> tuple[Path, int]:
@@ -360,21 +475,25 @@ def device_environment(host_name: str, device: dict, settings: Settings, photos:
 
 
 def make_results(variants: list[Variant], threads: int, sessions: list[dict], folder: Path, photos: int,
-                 settings: Settings, labels, env_base: dict, not_run: dict[str, tuple[str, str]]) -> list[Result]:
+                 settings: Settings, labels, env_base: dict, not_run: dict[str, tuple[str, str]],
+                 models_dirs: dict[str, Path] | None = None, measured_on: dict | None = None) -> list[Result]:
     """One result per variant from the device's sessions, its answers scored here: against this
     machine's eager FP32 (accuracy, the gate) and this machine's answers from the same artifact
     (cross-ISA), both the build check's logits of the first `photos` evaluation photos. The rows
-    are made as the local bench makes its own (rows.make_result)."""
+    are made as the local bench makes its own (rows.make_result).
+
+    models_dirs: {variant id: the models folder its artifact was shipped from} (built for the
+    device); others are this machine's. measured_on: the device's CPU (target.Target.record())."""
     from mobilenet.build.artifacts import check_logits_path
-    models = settings.models_dir
     reference = np.load(reference_logits_path(settings))[:photos]
     by_session = [{vid: Take(**take) for vid, take in session.items()} for session in sessions]
     results = []
     for variant in [*variants, *(by_id(vid) for vid in not_run)]:
+        models = (models_dirs or {}).get(variant.id, settings.models_dir)
         meta_path = variant.meta_path(models)
         meta = read_json(meta_path) if meta_path.exists() else {}
 
-        def score(variant: Variant = variant) -> tuple[str, str, dict]:
+        def score(variant: Variant = variant, models: Path = models) -> tuple[str, str, dict]:
             device_logits = _load_logits(folder / "logits" / f"{variant.id}@{threads}t.logits.npy", photos)
             scores = accuracy.score(device_logits, reference, labels)
             status, reason = ((OK, "reference (scored against this controller's eager FP32)")
@@ -390,7 +509,7 @@ def make_results(variants: list[Variant], threads: int, sessions: list[dict], fo
         # A device's torch, if it has one, is its own; this machine's is "not on the device".
         results.append(make_result(variant, meta, by_session, threads, env_base, score,
                                    not_run=not_run.get(variant.id), where="on the device",
-                                   versions_in_env=("torch", "torchvision"),
+                                   versions_in_env=("torch", "torchvision"), measured_on=measured_on,
                                    no_reference_note="no eager FP32 on the device (torch not installed there)"))
     return results
 
@@ -439,6 +558,7 @@ def run_device(spec: str, settings: Settings, *, threads: str = "1", ssh_config:
                                            own_venv=remote_venv is not None)
     not_run.update({vid: (SKIPPED, reason) for vid, reason in not_installable.items()})
 
+    models_dirs = {v.id: settings.models_dir for v in chosen}  # where each shipped artifact comes from
     q = shlex.quote
     stage, cxn, run_dir = "connect", None, None
     tmp_root = settings.build_dir / "tmp"
@@ -455,6 +575,20 @@ def run_device(spec: str, settings: Settings, *, threads: str = "1", ssh_config:
         emulated = device.get("emulator") is not None
         log.info("%s: %s, Python %s, %s CPUs%s", host.name, device["machine"], device["python"], device["cpus"],
                  f", emulated by {device['emulator']}: timings are not a measurement" if emulated else "")
+        device_target = target.from_cpuinfo(device["machine"], device.get("cpuinfo", ""),
+                                            source=f"{host.name}'s /proc/cpuinfo")
+
+        stage = "build for the device"
+        own = own_builds([v for v in chosen if v.id not in not_run], settings.models_dir, device_target)
+        if own:
+            there, failed = build_for_device(settings, device_target, [by_id(vid) for vid in own])
+            for vid in own:
+                models_dirs[vid] = there.models_dir
+                problem = failed.get(vid) or build_problem(by_id(vid), there.models_dir, checked_elsewhere=True)
+                if problem:
+                    not_run[vid] = problem
+            outcome.built_for_device = {vid: str(there.models_dir) for vid in own}
+
         folder = posixpath.join(home, ssh.remote_path(remote_dir, host))
         # A folder of its own per run (the code too): two controllers on one device, or a run
         # while another is measuring, never mix their files. Only the venv is shared.
@@ -480,7 +614,7 @@ def run_device(spec: str, settings: Settings, *, threads: str = "1", ssh_config:
         eval_npy, photos = eval_subset(settings, eval_count, staging / "eval.npy")
         members: dict[str, Path | bytes] = {"data/eval.npy": eval_npy}
         for variant in runnable:
-            members.update({f"models/{p.name}": p for p in variant.artifact_files(settings.models_dir)})
+            members.update({f"models/{p.name}": p for p in variant.artifact_files(models_dirs[variant.id])})
         for t in thread_counts:
             members[f"plans/measure-{t}t.json"] = json.dumps(session_plan_spec(runnable, t, settings, run_dir)).encode()
         bundle = write_bundle(staging / "run.tar", members)
@@ -513,10 +647,12 @@ def run_device(spec: str, settings: Settings, *, threads: str = "1", ssh_config:
         for t in thread_counts:
             sessions = json.loads((result_dir / f"measure-{t}t.json").read_text())["sessions"] if runnable else []
             outcome.results += make_results(runnable, t, sessions, result_dir, photos, settings, labels,
-                                            env_base, not_run)
+                                            env_base, not_run, models_dirs, device_target.record())
         for result in outcome.results:
             write_result(result_dir / "results", result)
         write_json(result_dir / "device.json", {"host": host.name, "device": device, "photos": photos,
+                                                "target": device_target.record(),
+                                                "built_for_device": outcome.built_for_device,
                                                 "install_mb": outcome.install_mb,
                                                 "install_breakdown_mb": outcome.install_breakdown,
                                                 "seconds": time.monotonic() - started})
@@ -576,7 +712,6 @@ def run_devices(hosts: str, settings: Settings, **options) -> list[DeviceOutcome
     """run_device on every host of `hosts` at once (one thread each); never raises for a host."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from mobilenet import logs
     parsed = parse_hosts(hosts)
     Access.checked(options.get("ssh_config"), options.get("identity"))  # a missing file fails before any host
     logs.setup(settings.logs_dir, "remote-bench", settings.quiet)

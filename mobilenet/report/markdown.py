@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from mobilenet.build.target import recorded_notes
+from mobilenet.build.target import RECORD_KEY, isa_mismatch, recorded_notes
 from mobilenet.files import atomic_path, read_json, write_json
 from mobilenet.freshness import is_fresh, module_files, record_stamp, stamp_path
 from mobilenet.registry import (
@@ -63,6 +63,21 @@ def _status_word(r: Result) -> str:
     return "**FAILED**" if r.status == "FAILED" else r.status
 
 
+def isa_flag(r: Result) -> str | None:
+    """'built for x86_64 avx2, measured on aarch64 asimd asimddp; ...': a row whose artifact's
+    ISA-dependent settings were chosen for another CPU than the one that ran it (None: the same
+    CPU, or a row that makes no such choice)."""
+    options = r.build.get("options") if isinstance(r.build, dict) else None
+    return isa_mismatch(r.built_for, r.measured_on, options.get(RECORD_KEY) if isinstance(options, dict) else None)
+
+
+def _status_cell(r: Result) -> str:
+    """The status word, and the row's flag when its artifact was built for another CPU: never
+    silently. The flag's first half only; notes() gives what the settings would be there."""
+    flag = isa_flag(r)
+    return _status_word(r) + (f"; {md(flag.split(';')[0])}" if flag else "")
+
+
 def pipe_table(headers: list[str], rows: list[list[str]]) -> str:
     """A GitHub table padded to its widest cell only (tabulate pads every header by two more),
     which keeps the main table within a laptop screen."""
@@ -92,7 +107,7 @@ def main_table(results: list[Result]) -> str:
             _with_interval(r.p50_ms, r.p50_ci_ms, "{:.2f}") if shown else "—",
             _with_interval(r.speedup_vs_eager, r.speedup_ci, "{:.2f}×") if shown else "—",
             _plus_minus(r.top1_pct, r.top1_ci_pct), _plus_minus(r.agreement_pct, r.agreement_ci_pct),
-            _status_word(r)])
+            _status_cell(r)])
     return pipe_table(MAIN_HEADERS, rows)
 
 
@@ -557,17 +572,27 @@ def cross_isa_lines(results: list[Result]) -> list[str]:
     table = [[f"`{md(r.variant)}`",
               _num(r.cross_isa_agreement_pct, "{:.1f}") if r.measured else r.status,
               _num(r.cross_isa_max_abs_dlogit, "{:.2g}") if r.measured else "—",
-              _num(r.agreement_pct, "{:.1f}") if r.measured else "—",
+              _num(r.agreement_pct, "{:.1f}") if r.measured else "—", _built_for_cell(r),
               "" if r.measured else md(r.status_reason)] for r in rows]
     install = rows[0].env.device_install_mb
     return [f"Same answers on this device as on {md(controller)}? Each artifact was built and checked on "
             f"{md(controller)}, run here on {rows[0].env.eval_photos} evaluation photos, and its logits "
             "compared with the same artifact's on that machine (its build check, at 1 thread): this is where "
-            "ARM's and x86's kernels differ."
+            "ARM's and x86's kernels differ. An INT8 artifact whose ISA-dependent settings come out otherwise "
+            "for this device's CPU was built there for this CPU (\"built for\"), and that one ran on both."
             + (f" The runtimes' virtual environment on the device takes {install:.0f} MB." if install else ""), "",
             tabulate(table, headers=["variant", "top-1 agreement with the same artifact there %",
-                                     "max abs Δlogit", "agreement with eager FP32 there %", "note"],
+                                     "max abs Δlogit", "agreement with eager FP32 there %", "built for", "note"],
                      tablefmt="github", disable_numparse=True), ""]
+
+
+def _built_for_cell(r: Result) -> str:
+    """The CPU the row's ISA-dependent settings were chosen for; 'any CPU' where it has none."""
+    if not r.built_for:
+        return "any CPU (no ISA-dependent setting)"
+    here = r.measured_on and not isa_flag(r)
+    flags = " ".join(map(str, r.built_for.get("isa_flags") or []))
+    return md(f"{r.built_for.get('arch')} {flags}".strip()) + (" (this device's)" if here else "")
 
 
 def notes(results: list[Result]) -> list[str]:
@@ -597,6 +622,12 @@ def notes(results: list[Result]) -> list[str]:
             chosen = recorded_notes([(r.env.machine_id, r.build.get("options")) for r in results
                                      if r.variant == variant.id])
             out.append(f"  - `{variant.id}`:{flag} {variant.tuning}" + (f" {md(chosen)}" if chosen else ""))
+    flagged = [(r, isa_flag(r)) for r in sorted(results, key=lambda r: display_order(r.variant))]
+    flagged = list({r.variant: (r, flag) for r, flag in flagged if flag}.values())
+    if flagged:
+        out.append("- Built for another CPU than the one that measured it (its ISA-dependent settings, above, "
+                   "were chosen for the CPU it was built for):")
+        out += [f"  - `{md(r.variant)}`: {md(flag)}." for r, flag in flagged]
     out.append("- Deprecated paths (torch 2.14), still measured because apps ship them today:")
     for text in (TORCHSCRIPT_DEPRECATED, LITE_DEPRECATED, AO_DEPRECATED):
         out.append(f"  - {text}")
