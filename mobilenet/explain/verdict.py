@@ -136,12 +136,16 @@ def isa_named(profiles: list, kind_names: list[str]) -> list[str]:
 
 def untold(profile: OperatorProfile, kind_names: list[str]) -> str:
     """What the profile's runtime does not say about the kernels of these kinds, or ""."""
+    if not kind_names:
+        return ""
     named = [kind for kind in kind_names if (profile.kernels or {}).get(kind)]
     shows_isa = [kind for kind in named if kernels.isa_shown(profile.kernels[kind])]
     inferred = [kind for kind in named if kind in (profile.kernels_inferred or [])]
     if kind_names and len(shows_isa) == len(kind_names) and not inferred:
         return ""
-    return profile.kernels_note or (f"{profile.variant}'s profile names no kernels" if not named else "")
+    if not named and profile.kernels and not profile.kernels_note:
+        return ""  # its kernels are named, under kinds the sentence does not compare
+    return profile.kernels_note or (f"{profile.variant}'s profile names no kernels" if not profile.kernels else "")
 
 
 def engine_claim(profile: OperatorProfile) -> str:
@@ -159,13 +163,16 @@ def engine_claim(profile: OperatorProfile) -> str:
     return ""
 
 
-def kernels_sentence(profile: OperatorProfile) -> str:
-    """Which kernels a profile's convolutions ran, for a variant compared with nothing."""
-    phrases = [f"{kind}s on {phrase.split(' on ', 1)[1]}" for kind in kinds.CONV_KINDS
-               if (phrase := kernel_phrase(profile, kind, "x"))]
-    if phrases:
-        return "Its " + "; ".join(phrases) + "."
-    return f"{profile.kernels_note}." if profile.kernels_note else ""
+def kernels_sentence(profile: OperatorProfile, owner: str = "its") -> str:
+    """Which kernels a profile's convolutions ran, where no kind comparison names them: by kind, or,
+    when its convolutions could not be told apart by kind, all of the 'other' kind's kernels."""
+    phrases = [f"{owner} {kind}s {phrase}" for kind in kinds.CONV_KINDS
+               if (phrase := kernel_phrase(profile, kind, "ran"))]
+    if not phrases and (phrase := kernel_phrase(profile, kinds.OTHER, "ran")):
+        phrases = [f"{owner} operators not told apart by kind {phrase}"]
+    if not phrases:
+        return ""
+    return f"{phrases[0][0].upper()}{phrases[0][1:]}" + "".join(f", {p}" for p in phrases[1:]) + "."
 
 
 def _added_work(subject: OperatorProfile, base: OperatorProfile) -> str:
@@ -198,7 +205,9 @@ def build(variant, profiles: dict, meta: dict, results_dir: Path, cpu_flags: lis
                       cpu_flags=cpu_flags, quantization=settings, kernels=dict(subject.kernels or {}))
     if base_id is None:
         if subject.status == OK:
-            verdict.text = " ".join(filter(None, [where_time_goes(subject), kernels_sentence(subject)]))
+            note = untold(subject, list(kinds.CONV_KINDS))
+            verdict.text = " ".join(filter(None, [where_time_goes(subject), kernels_sentence(subject),
+                                                  f"{note[0].upper()}{note[1:]}." if note else ""]))
             verdict.isa_named = isa_named([subject], list(kinds.CONV_KINDS))
         return verdict if verdict.text else None
     base = profiles.get(base_id)
@@ -217,10 +226,16 @@ def build(variant, profiles: dict, meta: dict, results_dir: Path, cpu_flags: lis
         added = _added_work(subject, base)
         verdict.isa_named = isa_named([subject, base], mentioned)
         claim = engine_claim(subject)  # it states the rule the inferred names come from
-        notes = [claim or untold(subject, mentioned)]
-        if base.runtime != subject.runtime or base.kernels_note != subject.kernels_note:
-            notes.append(untold(base, mentioned))
+        judged = mentioned or [kind for kind in kinds.CONV_KINDS if kind in subject.kernels or kind in base.kernels]
+        notes = [claim or untold(subject, judged), untold(base, judged)]  # one sentence each, said once
         told = " ".join(f"{note[0].upper()}{note[1:]}." for note in dict.fromkeys(filter(None, notes)))
+        if not mentioned:  # no kind both sides were seen running: say which kernels each side ran
+            ran = [kernels_sentence(subject, f"{words[0]}'s"), kernels_sentence(base, f"{words[1]}'s")]
+            told = " ".join(filter(None, ran + [told]))
+            verdict.isa_named = isa_named([subject, base], [*kinds.CONV_KINDS, kinds.OTHER])
+            if not any(ran):
+                told = " ".join(filter(None, [told, *(f"{note[0].upper()}{note[1:]}." for note in dict.fromkeys(
+                    filter(None, [subject.kernels_note, base.kernels_note])))]))
         verdict.text = "; ".join(parts + ([added] if added else []) + [net]) + "." + (f" {told}" if told else "")
         verdict.text = verdict.text[0].upper() + verdict.text[1:] + scheme
     else:

@@ -161,7 +161,7 @@ def profile(runner, variant, artifact, image, calls: int, work_dir):
         elsewhere = "ATen's own code"
         if variant.runtime == "aoti":
             capabilities = aoti_cpu_capabilities(Path(artifact)) if artifact else []
-            elsewhere = "AOTInductor's generated C++ code" + (
+            elsewhere = "ATen's own code or AOTInductor's generated C++ code" + (
                 f" (compiled with -D {', '.join(capabilities)}, as the compile command in the package's source says)"
                 if capabilities else "")
         capture.kernels_note = (f"torch names only the operators it dispatches; the kernels named here are the "
