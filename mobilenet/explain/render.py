@@ -61,7 +61,7 @@ def kernel_lines(profiles: list) -> list[str]:
             f"{kind}: " + ", ".join(f"`{name}` ×{count}" for name, count in names.items())
             + (f" ({', '.join(p.kernel_isa[kind])})" if p.kernel_isa.get(kind) else "")
             + (" (inferred)" if kind in p.kernels_inferred else "")
-            for kind, names in p.kernels.items())
+            for kind, names in ((kind, p.kernels[kind]) for kind in kinds.KINDS if kind in p.kernels))
         source = f" from {p.kernels_source}" if p.kernels and p.kernels_source else ""
         note = f" {p.kernels_note}." if p.kernels_note else ""
         lines.append(f"- `{p.variant}`{source}: {kinds_text or 'no kernel named'}.{note}")
