@@ -229,6 +229,17 @@ def test_every_selected_variant_gets_a_row_and_unbuilt_ones_say_why(explained):
     for variant in ("litert-fp32", "litert-int8"):
         p = profiles[variant]
         assert p.status == records.NOT_AVAILABLE and "does not exist" in p.reason and not p.kind_ms
+    # oneDNN's verbose lines, read in the profile process, name the convolutions it ran: eager torch 2.14
+    # sends the depthwise ones and the stem to oneDNN (its 1x1 ones go to ATen's slow conv, which names none).
+    eager = profiles["fp32-eager"]
+    assert sum(eager.kernels[kinds.CONV_DW].values()) == 17 and sum(eager.kernels[kinds.CONV_FULL].values()) == 1
+    assert all(":" in name for names in eager.kernels.values() for name in names)  # oneDNN's impl:isa spelling
+    assert "oneDNN verbose" in eager.kernels_source and "ATen's own code" in eager.kernels_note
+    # Whatever ISA the names show is one this CPU has (no name is echoed from a table).
+    from mobilenet.explain import cpu, kernels
+    flags = cpu.read_cpuinfo()[1]
+    shown = {isa for isas in eager.kernel_isa.values() for isa in isas} - {kernels.REFERENCE}
+    assert shown and all(kernels.ISA_FLAG[isa] in flags for isa in shown), (shown, sorted(flags))
     errors = {e.variant: e for e in records.load_all(pipeline.explain_dir(build) / "sqnr", records.QuantizationError)}
     assert errors["litert-int8"].status == records.NOT_AVAILABLE
     dynamic = errors["int8-dynamic"]
@@ -278,6 +289,9 @@ def test_render_section_from_the_explain_files_alone(explained):
     assert "- `litert-int8`: not available: litert-int8.tflite does not exist" in text
     assert "classifier.1 (linear)" in text  # the one quantized layer of int8-dynamic, named
     assert "**`fp32-eager`**: fp32-eager: of " in text  # where eager's time goes, from its profile
+    assert "### Which kernels ran" in text
+    eager_kernels = next(line for line in text.splitlines() if line.startswith("- `fp32-eager` from oneDNN"))
+    assert "depthwise 3x3 conv: `" in eager_kernels
     for chart in pipeline.chart_paths(build).values():
         assert chart.stat().st_size > 0 and f"]({chart.relative_to(build).as_posix()})" in text
     verdicts = json.loads(pipeline.verdicts_path(build).read_text())

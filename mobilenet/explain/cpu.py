@@ -38,17 +38,3 @@ def relevant(flags: set[str]) -> tuple[list[str], list[str]]:
     present = [name for flag, name in table.items() if flag in flags]
     absent = [name for flag, name in table.items() if flag not in flags]
     return present, absent
-
-
-def _either(names: list[str]) -> str:
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
-
-
-def describe(present: list[str], absent: list[str]) -> str:
-    """'AVX2 without AVX-512, AVX-512 VNNI, AVX-VNNI or AMX-INT8': the phrase verdicts use."""
-    if not present and not absent:
-        return "a CPU whose instruction-set flags could not be read"
-    if not present:
-        return f"a CPU without {_either(absent)}"
-    have = ", ".join(present)
-    return f"{have} without {_either(absent)}" if absent else have

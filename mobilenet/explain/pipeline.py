@@ -195,14 +195,14 @@ def _run_task(task: str, variants, settings, force: bool, redone: list, parallel
         list(pool.map(one, _process_groups(task, [job.variant for job in stale.values()]).items()))
 
 
-def _verdicts(variants, settings, cpu_phrase: str, present: list) -> list:
+def _verdicts(variants, settings, present: list) -> list:
     from mobilenet.registry import VARIANTS
     profiles = {p.variant: p for p in records.load_all(explain_dir(settings.build_dir) / "profile", OperatorProfile)}
     out = []
     for variant in variants:
         meta_path = variant.meta_path(settings.models_dir)
         meta = read_json(meta_path) if meta_path.exists() else {}
-        found = verdict.build(variant, profiles, meta, settings.results_dir, cpu_phrase, present, VARIANTS)
+        found = verdict.build(variant, profiles, meta, settings.results_dir, present, VARIANTS)
         if found is not None:
             out.append(asdict(found))
     write_json(verdicts_path(settings.build_dir), out)
@@ -241,7 +241,7 @@ def run(settings, force: bool = False) -> ExplainSummary:
     wanted = {"variants": [v.id for v in variants], "cpu_flags": present}
     fresh, _ = is_fresh([verdicts_path(settings.build_dir), *paths.values()], inputs, wanted, stamp)
     if force or not fresh:
-        _verdicts(variants, settings, cpu.describe(present, absent), present)
+        _verdicts(variants, settings, present)
         charts.kinds_chart(ordered(records.load_all(explain_dir(settings.build_dir) / "profile", OperatorProfile)),
                            paths["kinds"])
         charts.sqnr_chart(ordered(records.load_all(explain_dir(settings.build_dir) / "sqnr", QuantizationError)),

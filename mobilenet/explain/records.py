@@ -44,6 +44,19 @@ class OperatorProfile:
     profiled_p50_ms: float | None = None  # same process, profiler on
     kind_ms: dict = field(default_factory=dict)  # kind -> ms per call
     ops: list = field(default_factory=list)  # OpTime as dicts, largest first
+    # Which kernels ran: kind -> {kernel or implementation name: count per call}, as the runtime
+    # named them (kernels_source says which record), or from its engine's source rule for the
+    # kinds in kernels_inferred.
+    kernels: dict = field(default_factory=dict)
+    kernels_source: str = ""
+    kernels_inferred: list = field(default_factory=list)  # kinds whose names come from a rule, not the runtime
+    # What the runtime does not tell about its kernels, and any rule used instead, with its source.
+    kernels_note: str = ""
+    kernel_isa: dict = field(default_factory=dict)  # kind -> instruction sets the kernels' names show
+    # For an engine whose kernels come from a source rule: the instruction sets its micro-kernels
+    # are built for in the library this process loaded, read from the file's symbols (QNNPACK).
+    library_kernel_isas: list = field(default_factory=list)
+    library: str = ""  # that library's path
     schema: int = SCHEMA
 
     @property
@@ -120,8 +133,11 @@ class Verdict:
     kind_ratio: dict = field(default_factory=dict)  # kind -> variant ms / baseline ms
     net_ratio: float | None = None  # variant p50 / baseline p50
     net_source: str = ""  # where the p50s come from
-    cpu_flags: list = field(default_factory=list)
+    cpu_flags: list = field(default_factory=list)  # the machine's INT8-relevant flags (not named in the text)
     quantization: str = ""
+    kernels: dict = field(default_factory=dict)  # kind -> {kernel: count per call} of the variant
+    baseline_kernels: dict = field(default_factory=dict)  # the same for its baseline
+    isa_named: list = field(default_factory=list)  # the instruction sets the text names: its kernels' only
     schema: int = SCHEMA
 
 

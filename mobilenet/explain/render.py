@@ -51,6 +51,23 @@ def profile_notes(profiles: list) -> list[str]:
     return lines
 
 
+def kernel_lines(profiles: list) -> list[str]:
+    """One line per profiled variant: the kernels each kind ran, what named them, what is untold."""
+    lines = []
+    for p in profiles:
+        if p.status != OK and not p.kernels_note:
+            continue
+        kinds_text = "; ".join(
+            f"{kind}: " + ", ".join(f"`{name}` ×{count}" for name, count in names.items())
+            + (f" ({', '.join(p.kernel_isa[kind])})" if p.kernel_isa.get(kind) else "")
+            + (" (inferred)" if kind in p.kernels_inferred else "")
+            for kind, names in ((kind, p.kernels[kind]) for kind in kinds.KINDS if kind in p.kernels))
+        source = f" from {p.kernels_source}" if p.kernels and p.kernels_source else ""
+        note = f" {p.kernels_note}." if p.kernels_note else ""
+        lines.append(f"- `{p.variant}`{source}: {kinds_text or 'no kernel named'}.{note}")
+    return lines
+
+
 def sqnr_table(errors: list) -> str:
     headers = ["variant", "layers", "median dB", "output layer dB", f"{sqnr.WORST_COUNT} worst layers (dB)", "tool"]
     rows = []
@@ -99,6 +116,11 @@ def render_section(build_dir: Path) -> list[str]:
              "52 convolutions.", "",
              profile_table(profiles), "", *profile_notes(profiles), "",
              *_image(build_dir, charts["kinds"], "time by operator kind per variant"),
+             "### Which kernels ran", "",
+             "Per operator kind, the kernels of one call as each runtime names them, and the instruction sets "
+             "those names show; \"inferred\" marks names taken from an engine's source where the engine reports "
+             "none.", "",
+             *kernel_lines(profiles), "",
              "### Quantization error by layer", "",
              f"SQNR of each layer's INT8 output against the FP32 model's output for the same layer, over "
              f"{summary.sqnr_photos} evaluation photos; identical outputs are shown as the {summary.sqnr_cap_db:g} dB "

@@ -1,18 +1,20 @@
 """One or two sentences per variant, built only from what was measured here.
 
 An INT8 variant is compared with the FP32 variant of its own runtime, kind by kind (the
-INT8 / FP32 time of each operator kind in the profiles), on this CPU (its INT8-relevant
-instruction-set flags), with the quantization settings its build recorded. A variant of a
-runtime without INT8 is compared with eager FP32; eager FP32 itself gets where its time goes.
-The net ratio comes from the bench's results when they exist (many interleaved rounds),
-otherwise from the explain run's own unprofiled timing.
+INT8 / FP32 time of each operator kind in the profiles), naming the kernels each side ran as
+its profile recorded them and the instruction sets those names show (never the CPU's whole
+flag list), with the quantization settings its build recorded. Where a runtime does not say
+which kernels ran, the sentence says so. A variant of a runtime without INT8 is compared with
+eager FP32; eager FP32 itself gets where its time goes. The net ratio comes from the bench's
+results when they exist (many interleaved rounds), otherwise from the explain run's own
+unprofiled timing.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from mobilenet.explain import kinds
+from mobilenet.explain import kernels, kinds
 from mobilenet.explain.records import OK, OperatorProfile, Verdict
 
 # A kind enters the sentence when it is at least this share of either side's operator time.
@@ -91,14 +93,86 @@ def _mentioned(subject: OperatorProfile, base: OperatorProfile, ratios: dict) ->
     return chosen[:KINDS_TO_MENTION]
 
 
-def _kind_clauses(kind_names: list[str], ratios: dict, precision_words: tuple[str, str], cpu_phrase: str) -> list:
-    first, *rest = kind_names
+KERNELS_PER_KIND = 2  # kernel names a clause spells out per kind; the rest are counted
+
+
+def kernel_phrase(profile: OperatorProfile, kind: str, word: str) -> str | None:
+    """'INT8 on brgconv_avx2_1x1_I8 ×34 (AVX2)': the kernels one side ran for a kind, the
+    instruction sets their names show, and whether they were inferred; None when unnamed."""
+    names = (profile.kernels or {}).get(kind)
+    if not names:
+        return None
+    ranked = sorted(names.items(), key=lambda item: -item[1])
+    text = ", ".join(f"{name} ×{count}" for name, count in ranked[:KERNELS_PER_KIND])
+    if len(ranked) > KERNELS_PER_KIND:
+        text += f" and {len(ranked) - KERNELS_PER_KIND} more"
+    facts = [", ".join(kernels.isa_shown(names))] if kernels.isa_shown(names) else []
+    if kind in (profile.kernels_inferred or []):
+        facts.append("inferred from the engine's source, not reported")
+    return f"{word} on {text}" + (f" ({'; '.join(facts)})" if facts else "")
+
+
+def _kind_clauses(kind_names: list[str], ratios: dict, precision_words: tuple[str, str],
+                  subject: OperatorProfile, base: OperatorProfile) -> list:
+    clauses = []
     subject_word, base_word = precision_words
-    if abs(ratios[first] - 1) < SAME_SPEED:
-        lead = f"{first}s run {times(ratios[first])} in {subject_word} as in {base_word} on {cpu_phrase}"
-    else:
-        lead = f"{first}s run {times(ratios[first])} in {subject_word} than {base_word} on {cpu_phrase}"
-    return [lead] + [f"{k}s {times(ratios[k])}" for k in rest]
+    for position, kind in enumerate(kind_names):
+        if position == 0:
+            joiner = "as" if abs(ratios[kind] - 1) < SAME_SPEED else "than"
+            clause = f"{kind}s run {times(ratios[kind])} in {subject_word} {joiner} {base_word}"
+        else:
+            clause = f"{kind}s {times(ratios[kind])}"
+        ran = [phrase for phrase in (kernel_phrase(subject, kind, subject_word), kernel_phrase(base, kind, base_word))
+               if phrase]
+        clauses.append(clause + (f" ({'; '.join(ran)})" if ran else ""))
+    return clauses
+
+
+def isa_named(profiles: list, kind_names: list[str]) -> list[str]:
+    """The instruction sets the kernels of these kinds show, over these profiles."""
+    names = [name for profile in profiles for kind in kind_names for name in (profile.kernels or {}).get(kind, {})]
+    return kernels.isa_shown(names)
+
+
+def untold(profile: OperatorProfile, kind_names: list[str]) -> str:
+    """What the profile's runtime does not say about the kernels of these kinds, or ""."""
+    if not kind_names:
+        return ""
+    named = [kind for kind in kind_names if (profile.kernels or {}).get(kind)]
+    shows_isa = [kind for kind in named if kernels.isa_shown(profile.kernels[kind])]
+    inferred = [kind for kind in named if kind in (profile.kernels_inferred or [])]
+    if kind_names and len(shows_isa) == len(kind_names) and not inferred:
+        return ""
+    if not named and profile.kernels and not profile.kernels_note:
+        return ""  # its kernels are named, under kinds the sentence does not compare
+    return profile.kernels_note or (f"{profile.variant}'s profile names no kernels" if not profile.kernels else "")
+
+
+def engine_claim(profile: OperatorProfile) -> str:
+    """'QNNPACK has only SSE2 micro-kernels on x86 (...)', when the engine's source table that
+    named the profile's kernels and the library's own symbols agree on one instruction set."""
+    library_isas = kernels.isa_shown(f"__{suffix}" for suffix in profile.library_kernel_isas or [])
+    used = {name for kind in profile.kernels_inferred or [] for name in (profile.kernels or {}).get(kind, {})}
+    if len(library_isas) != 1 or not used:
+        return ""
+    for rule in kernels.QNNPACK_RULES:
+        if kernels.isa_shown(rule.kernels.values()) == library_isas and used <= set(rule.kernels.values()):
+            return (f"{rule.name} has only {library_isas[0]} micro-kernels on {rule.architecture}: "
+                    f"{rule.source_file} sets no other there, and every q8 conv/gemm/dwconv micro-kernel in "
+                    f"{Path(profile.library).name or 'the library loaded'} is {library_isas[0]}")
+    return ""
+
+
+def kernels_sentence(profile: OperatorProfile, owner: str = "its") -> str:
+    """Which kernels a profile's convolutions ran, where no kind comparison names them: by kind, or,
+    when its convolutions could not be told apart by kind, all of the 'other' kind's kernels."""
+    phrases = [f"{owner} {kind}s {phrase}" for kind in kinds.CONV_KINDS
+               if (phrase := kernel_phrase(profile, kind, "ran"))]
+    if not phrases and (phrase := kernel_phrase(profile, kinds.OTHER, "ran")):
+        phrases = [f"{owner} operators not told apart by kind {phrase}"]
+    if not phrases:
+        return ""
+    return f"{phrases[0][0].upper()}{phrases[0][1:]}" + "".join(f", {p}" for p in phrases[1:]) + "."
 
 
 def _added_work(subject: OperatorProfile, base: OperatorProfile) -> str:
@@ -120,8 +194,7 @@ def where_time_goes(profile: OperatorProfile) -> str:
     return f"{profile.variant}: of {total:.2f} ms of operator time per call, {text}."
 
 
-def build(variant, profiles: dict, meta: dict, results_dir: Path, cpu_phrase: str, cpu_flags: list,
-          variants) -> Verdict | None:
+def build(variant, profiles: dict, meta: dict, results_dir: Path, cpu_flags: list, variants) -> Verdict | None:
     """The verdict of one variant, or None when it has no profile at all."""
     subject = profiles.get(variant.id)
     if subject is None:
@@ -129,13 +202,18 @@ def build(variant, profiles: dict, meta: dict, results_dir: Path, cpu_phrase: st
     base_id = baseline_of(variant, variants)
     settings = quantization_settings(meta) if variant.precision != "fp32" else ""
     verdict = Verdict(variant=variant.id, baseline=base_id or "", runtime=variant.runtime, text="",
-                      cpu_flags=cpu_flags, quantization=settings)
+                      cpu_flags=cpu_flags, quantization=settings, kernels=dict(subject.kernels or {}))
     if base_id is None:
-        verdict.text = where_time_goes(subject) if subject.status == OK else ""
+        if subject.status == OK:
+            note = untold(subject, list(kinds.CONV_KINDS))
+            verdict.text = " ".join(filter(None, [where_time_goes(subject), kernels_sentence(subject),
+                                                  f"{note[0].upper()}{note[1:]}." if note else ""]))
+            verdict.isa_named = isa_named([subject], list(kinds.CONV_KINDS))
         return verdict if verdict.text else None
     base = profiles.get(base_id)
     if base is None:
         return None
+    verdict.baseline_kernels = dict(base.kernels or {})
     verdict.net_ratio, verdict.net_source = net_ratio(subject, base, results_dir)
     net = (f"the net is {times(verdict.net_ratio)} ({verdict.net_source})"
            if verdict.net_ratio else "no net figure: neither side was timed")
@@ -144,12 +222,25 @@ def build(variant, profiles: dict, meta: dict, results_dir: Path, cpu_phrase: st
     if subject.status == OK and base.status == OK:
         verdict.kind_ratio = kind_ratios(subject, base)
         mentioned = _mentioned(subject, base, verdict.kind_ratio)
-        parts = _kind_clauses(mentioned, verdict.kind_ratio, words, cpu_phrase) if mentioned else []
+        parts = _kind_clauses(mentioned, verdict.kind_ratio, words, subject, base) if mentioned else []
         added = _added_work(subject, base)
-        verdict.text = "; ".join(parts + ([added] if added else []) + [net]) + "." + scheme
-        verdict.text = verdict.text[0].upper() + verdict.text[1:]
+        verdict.isa_named = isa_named([subject, base], mentioned)
+        claim = engine_claim(subject)  # it states the rule the inferred names come from
+        judged = mentioned or [kind for kind in kinds.CONV_KINDS if kind in subject.kernels or kind in base.kernels]
+        notes = [claim or untold(subject, judged), untold(base, judged)]  # one sentence each, said once
+        told = " ".join(f"{note[0].upper()}{note[1:]}." for note in dict.fromkeys(filter(None, notes)))
+        if not mentioned:  # no kind both sides were seen running: say which kernels each side ran
+            ran = [kernels_sentence(subject, f"{words[0]}'s"), kernels_sentence(base, f"{words[1]}'s")]
+            told = " ".join(filter(None, ran + [told]))
+            verdict.isa_named = isa_named([subject, base], [*kinds.CONV_KINDS, kinds.OTHER])
+            if not any(ran):
+                told = " ".join(filter(None, [told, *(f"{note[0].upper()}{note[1:]}." for note in dict.fromkeys(
+                    filter(None, [subject.kernels_note, base.kernels_note])))]))
+        verdict.text = "; ".join(parts + ([added] if added else []) + [net]) + "." + (f" {told}" if told else "")
+        verdict.text = verdict.text[0].upper() + verdict.text[1:] + scheme
     else:
         missing = subject if subject.status != OK else base
-        verdict.text = (f"On {cpu_phrase}, {net}; no per-kind breakdown, because {missing.variant} has no "
-                        f"operator profile ({missing.reason.split(';')[0].split(' (')[0]}).{scheme}")
+        note = f" {missing.kernels_note}." if missing.kernels_note else ""
+        verdict.text = (f"{net[0].upper()}{net[1:]}; no per-kind breakdown, because {missing.variant} has no "
+                        f"operator profile ({missing.reason.split(';')[0].split(' (')[0]}).{note}{scheme}")
     return verdict

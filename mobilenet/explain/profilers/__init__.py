@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilenet.explain import kinds
+from mobilenet.explain import kernels, kinds
 from mobilenet.explain.records import NOT_AVAILABLE, OK, OperatorProfile, OpTime
 from mobilenet.measure.timing import time_calls
 from mobilenet.registry import runtime_of
@@ -35,6 +35,16 @@ class Capture:
     visibility: str
     calls: list = field(default_factory=list)
     profiled_ms: list = field(default_factory=list)  # wall time of each profiled call
+    # The kernel the runtime names for each operator of the last call (aligned with calls[-1];
+    # "" where it names none), or kernels already counted by kind where the runtime's record
+    # has its own operator descriptors (oneDNN's verbose lines).
+    kernel_names: list = field(default_factory=list)
+    kernels: dict = field(default_factory=dict)
+    kernels_source: str = ""
+    kernels_inferred: list = field(default_factory=list)
+    kernels_note: str = ""
+    library_kernel_isas: list = field(default_factory=list)
+    library: str = ""
 
 
 def aggregate(calls: list) -> tuple[dict, list]:
@@ -84,6 +94,7 @@ def profile_variant(variant, artifact: Path, image: np.ndarray, calls: int, work
         unprofiled += time_calls(runner.run, image, half)
         base.reason = str(exc)
         base.profiler = getattr(module, "PROFILER_NAME", "")
+        base.kernels_note = getattr(module, "KERNELS_NOTE", "")
         base.unprofiled_p50_ms = statistics.median(unprofiled)
         return base
     unprofiled += time_calls(runner.run, image, half)
@@ -93,7 +104,23 @@ def profile_variant(variant, artifact: Path, image: np.ndarray, calls: int, work
     base.unprofiled_p50_ms = statistics.median(unprofiled)
     base.profiled_p50_ms = statistics.median(capture.profiled_ms) if capture.profiled_ms else None
     base.kind_ms, base.ops = kind_ms, ops
+    record_kernels(base, capture)
     return base
+
+
+def record_kernels(profile: OperatorProfile, capture: Capture) -> None:
+    """The capture's kernels, by kind, into the profile, with the instruction sets their names show."""
+    found = dict(capture.kernels)
+    if capture.kernel_names and capture.calls:
+        for kind, names in kernels.by_kind([name for name, _ in capture.calls[-1]], capture.kernel_names).items():
+            found.setdefault(kind, names)
+    profile.kernels = {kind: found[kind] for kind in kinds.KINDS if kind in found}
+    profile.kernels_source = capture.kernels_source if profile.kernels else ""
+    profile.kernels_inferred = [kind for kind in kinds.KINDS if kind in capture.kernels_inferred and kind in found]
+    profile.kernels_note = capture.kernels_note
+    profile.library_kernel_isas, profile.library = list(capture.library_kernel_isas), capture.library
+    profile.kernel_isa = {kind: kernels.isa_shown(names) for kind, names in profile.kernels.items()
+                          if kernels.isa_shown(names)}
 
 
 def not_available(variant, reason: str, profiler: str = "") -> OperatorProfile:

@@ -19,6 +19,10 @@ PROFILER_NAME = f"ExecuTorch ETDump + devtools.Inspector (executorch {metadata.v
 # Events that frame the operators rather than being one.
 _FRAMES = {"DELEGATE_CALL", "Method::execute", "Method::init", "Program::load_method", "OPERATOR_CALL"}
 _INSTANCE = re.compile(r"\s+#\d+$")
+KERNELS_SOURCE = "ExecuTorch ETDump event names (the XNNPACK operator, its layout and data types)"
+KERNELS_NOTE = ("XNNPACK's ETDump events name the operator and its data types (Convolution (NHWC, QC8) IGEMM), "
+                "not the micro-kernel it picked nor that micro-kernel's instruction set (XNNPACK chooses them "
+                "from the CPU when it initialises and reports neither)")
 
 
 def split_calls(event_blocks, calls: int) -> list[list]:
@@ -67,4 +71,5 @@ def profile(runner, variant, artifact: Path, image, calls: int, work_dir: Path):
     return Capture(profiler=PROFILER_NAME,
                    visibility="each XNNPACK operator inside the delegate (XNNPACK's own names), "
                               "plus any operator left outside it",
-                   calls=ops, profiled_ms=wall)
+                   calls=ops, profiled_ms=wall, kernel_names=[name for name, _ in ops[-1]] if ops else [],
+                   kernels_source=KERNELS_SOURCE, kernels_note=KERNELS_NOTE)

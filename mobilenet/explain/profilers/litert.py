@@ -15,6 +15,8 @@ from importlib import metadata
 from mobilenet.explain.profilers import ProfilerUnavailable
 
 PROFILER_NAME = "none reachable from Python"
+KERNELS_NOTE = ("LiteRT does not say which kernels ran: its XNNPACK delegate is one node of the graph, and no "
+                "operator profiler is reachable from Python")
 
 
 def profile(runner, variant, artifact, image, calls: int, work_dir):

@@ -16,18 +16,33 @@ import onnxruntime
 PROFILER_NAME = f"ONNX Runtime enable_profiling (onnxruntime {onnxruntime.__version__})"
 
 
-def split_calls(trace: list) -> list[list]:
-    """Kernel events of each model_run in the trace: [(op type, ms)] in execution order."""
+KERNELS_SOURCE = "ONNX Runtime's profile (args.op_name and args.provider of each kernel event)"
+KERNELS_NOTE = ("ONNX Runtime's profile names each kernel's operator and execution provider only, not the MLAS "
+                "routine it ran nor that routine's instruction set (MLAS picks one at run time and reports none)")
+
+
+def _runs(trace: list) -> list[list]:
+    """The kernel events of each model_run in the trace, in execution order."""
     runs = sorted((e for e in trace if e.get("cat") == "Session" and e.get("name") == "model_run"),
                   key=lambda e: e["ts"])
     kernels = sorted((e for e in trace if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")),
                      key=lambda e: e["ts"])
-    calls = []
-    for run in runs:
-        end = run["ts"] + run["dur"]
-        calls.append([(e["args"].get("op_name", e["name"]), e["dur"] / 1000.0)
-                      for e in kernels if run["ts"] <= e["ts"] <= end])
-    return calls
+    return [[e for e in kernels if run["ts"] <= e["ts"] <= run["ts"] + run["dur"]] for run in runs]
+
+
+def split_calls(trace: list) -> list[list]:
+    """Kernel events of each model_run in the trace: [(op type, ms)] in execution order."""
+    return [[(e["args"].get("op_name", e["name"]), e["dur"] / 1000.0) for e in run] for run in _runs(trace)]
+
+
+def kernel_names(trace: list) -> list[str]:
+    """'QLinearConv (CPUExecutionProvider)' for each kernel of the last model_run: all the
+    profile says about which kernel ran."""
+    runs = _runs(trace)
+    if not runs:
+        return []
+    return [f"{e['args'].get('op_name', e['name'])} ({e['args']['provider']})" if e["args"].get("provider")
+            else e["args"].get("op_name", e["name"]) for e in runs[-1]]
 
 
 def profile(runner, variant, artifact: Path, image, calls: int, work_dir: Path):
@@ -49,4 +64,5 @@ def profile(runner, variant, artifact: Path, image, calls: int, work_dir: Path):
     trace_path.unlink()
     return Capture(profiler=PROFILER_NAME,
                    visibility="every kernel of the optimised graph the CPU execution provider runs",
-                   calls=split_calls(trace)[-calls:], profiled_ms=wall)
+                   calls=split_calls(trace)[-calls:], profiled_ms=wall, kernel_names=kernel_names(trace),
+                   kernels_source=KERNELS_SOURCE, kernels_note=KERNELS_NOTE)

@@ -18,9 +18,19 @@ _MIRRORED = ("PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS", "INFERE
              "ENABLE_CPU_PINNING")
 
 
+KERNELS_SOURCE = "OpenVINO profiling_info exec_type (the CPU plugin's implementation of each node)"
+
+
 def executed(profiling_info) -> list:
     """[(node type, ms)] of the nodes that ran, in the execution graph's order."""
     return [(p.node_type, p.real_time.total_seconds() * 1000) for p in profiling_info
+            if p.status == openvino.ProfilingInfo.Status.EXECUTED]
+
+
+def exec_types(profiling_info) -> list[str]:
+    """The implementation of each node that ran (brgconv_avx2_1x1_I8, jit_avx2_dw_I8, ...),
+    aligned with `executed`; "undef" is OpenVINO's word for none."""
+    return [("" if p.exec_type in ("", "undef") else p.exec_type) for p in profiling_info
             if p.status == openvino.ProfilingInfo.Status.EXECUTED]
 
 
@@ -40,4 +50,5 @@ def profile(runner, variant, artifact, image, calls: int, work_dir):
         ops.append(executed(request.profiling_info))
     return Capture(profiler=PROFILER_NAME,
                    visibility="every node of the CPU plugin's execution graph (fused nodes report NOT_RUN)",
-                   calls=ops, profiled_ms=wall)
+                   calls=ops, profiled_ms=wall, kernel_names=exec_types(request.profiling_info),
+                   kernels_source=KERNELS_SOURCE)
