@@ -283,7 +283,7 @@ def test_the_report_says_which_settings_were_used_and_renders_the_last_tunes_gri
         "tuned_at": "2026-12-02 01:00 UTC", "tuning_photos": 100}}}
     text = "\n".join(tune_report.section(build, [eager, tuned]))
     assert "`onnx-int8`: the `invoke tune` winner `full\\_range` (reduce\\_range=False)" in text
-    assert "| **full\\_range** |" in text and "3.17 (3.07–3.27)" in text
+    assert "| **full\\_range** " in text and "3.17 (3.07–3.27)" in text, "the winner in bold, p50 with its interval"
     assert "50 calibration, 100 tuning" in text
     assert "1 of the 2 evaluation photos this report scored are tuning photos" in text, "an overlap is flagged"
     assert "photos only the shipped setting agrees on 1, only the winner 3" in text
@@ -306,7 +306,8 @@ def test_a_tune_on_a_tiny_photo_set_picks_by_the_stated_rule(tiny_env, tmp_path)
     env = {**tiny_env, "MOBILENET_BUILD_DIR": str(tmp_path / "build")}
     run_invoke(["convert-onnx"], env)  # the FP32 models the tune starts from
     settings = Settings(build_dir=Path(env["MOBILENET_BUILD_DIR"]), images_root=Path(env["MOBILENET_IMAGES_ROOT"]),
-                        manifest=Path(env["MOBILENET_MANIFEST"]), weights=env["MOBILENET_WEIGHTS"], calib_count=8,
+                        manifest=Path(env["MOBILENET_MANIFEST"]), weights=env["MOBILENET_WEIGHTS"],
+                        mirror=env["MOBILENET_MIRROR"], calib_count=8,
                         eval_count=40, only="onnx-int8", quiet=True)
     before = (settings.models_dir / "onnx-int8.onnx").read_bytes()
     record = tune_run.run(settings, photos=20, timing=tune_run.TimingPlan(sessions=2, min_runs=5, min_seconds=0.1))

@@ -137,9 +137,11 @@ def export_int8(ctx, out: Path, override: dict | None = None) -> dict:
     written = _lower_and_write(exported, out, ctx.log)
     # Kept for `invoke explain`, whose layer-by-layer comparison needs the program before
     # lowering: without it, explain rebuilds and recalibrates it. Not an artifact: a
-    # device never gets it, and the variant's size is the .pte's alone.
-    with atomic_path(pt2e_program_path(ctx.variant.artifact_path(ctx.settings.models_dir))) as program:
-        torch.export.save(exported, str(program))
+    # device never gets it, and the variant's size is the .pte's alone. A tune's grid setting
+    # (an override handed in) is never explained, so it keeps none.
+    if override is None:
+        with atomic_path(pt2e_program_path(ctx.variant.artifact_path(ctx.settings.models_dir))) as program:
+            torch.export.save(exported, str(program))
     return {**settings, **written}
 
 

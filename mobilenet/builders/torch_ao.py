@@ -27,7 +27,7 @@ def int8_settings(choices, override: dict | None = None) -> dict:
     """The engine's qconfig settings for one target's choices (target.torch_ao), with an override
     (a tune's setting or winner) applied; the default activation observer is the qconfig's histogram."""
     return winners.merged({"reduce_range": choices["reduce_range"]}, override or {},
-                          f"torch.ao {choices.toolkit}", IMPLICIT_SETTINGS)
+                          choices.toolkit, IMPLICIT_SETTINGS)
 
 
 def resolved_settings(build_for, override: dict | None = None, variant=None) -> dict:

@@ -102,8 +102,19 @@ class TuneData:
     image_set: str
 
 
+def fetch_photos(settings: Settings, count: int) -> None:
+    """The manifest's photos of the three sets, downloaded where missing: with fewer evaluation photos
+    than the pool holds, the tuning split makes the evaluation set reach further into it."""
+    if settings.local_images:
+        return
+    for split, rows in photo_sets.manifest_rows(settings, tune_count=count).items():
+        photo_sets.download(rows, settings.images_dir / photo_sets.split_folder(split), settings.mirror,
+                            progress=not settings.quiet)
+
+
 def prepare_data(settings: Settings, count: int, folder: Path) -> TuneData:
     from mobilenet.data.store import write_photos
+    fetch_photos(settings, count)
     chosen = photo_sets.image_set(settings, tune_count=count)
     tune_names = [chosen.name_of(p) for p in chosen.tune]
     eval_names = [chosen.name_of(p) for p in chosen.eval]
@@ -444,7 +455,7 @@ def task(photos=None, only=None) -> None:
     try:
         with io_errors():
             run_record = run(settings, photos)
-    except (TuneError, BuildFolderBusy, photo_sets.ManifestError, ValueError) as exc:
+    except (TuneError, BuildFolderBusy, photo_sets.ManifestError, photo_sets.DownloadError, ValueError) as exc:
         fail(str(exc))
     for line in summary_lines(run_record):
         print(line)
