@@ -230,7 +230,10 @@ def tuning_split_path(settings) -> Path:
 
 
 def tuning_count(settings) -> int:
-    """Photos reserved for the tuning split (0 when `invoke tune` never ran in this build folder)."""
+    """Photos reserved for the tuning split (0 when `invoke tune` never ran in this build folder, or
+    the caller names no build folder)."""
+    if getattr(settings, "build_dir", None) is None:
+        return 0
     path = tuning_split_path(settings)
     if not path.is_file():
         return 0

@@ -87,10 +87,13 @@ def grid_table(grid: records.VariantGrid) -> str:
                      _pct(s.agreement_pct, s.agreement_ci_pct) if s.status == "ok" else s.status,
                      f"{s.agreeing}/{s.tuning_photos}" if s.agreeing is not None else "—",
                      "—" if s.mcnemar_p_vs_best is None else f"{s.mcnemar_p_vs_best:.3g}",
-                     _ms(s.p50_ms, s.p50_ci_ms), "—" if s.build_s is None else f"{s.build_s:.0f}",
+                     _ms(s.p50_ms, s.p50_ci_ms),
+                     "—" if s.build_s is None else f"{s.build_s:.0f}"
+                     + ("" if s.build_cpu_s is None else f" ({s.build_cpu_s:.0f})"),
                      _md(s.verdict or s.reason)])
     return tabulate(rows, headers=["setting", "changes", "agree % (95 % Wilson)", "agreeing",
-                                   "McNemar p vs most accurate", "p50 ms (95 % within-run)", "build s", "verdict"],
+                                   "McNemar p vs most accurate", "p50 ms (95 % within-run)", "build s (CPU s)",
+                                   "verdict"],
                     tablefmt="github", disable_numparse=True)
 
 

@@ -13,6 +13,7 @@ import dataclasses
 import importlib
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -70,7 +71,7 @@ def build_grid(plan: dict, settings) -> list[dict]:
         out = work / setting["name"] / variant.artifact
         out.parent.mkdir(parents=True, exist_ok=True)
         ctx = BuildContext(work_settings, variant, weights, data, model, log, shared)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), _cpu_s()
         record = {"name": setting["name"], "artifact": str(out)}
         try:
             with logs.output_to_log(log, f"{variant.id} {setting['name']}"):
@@ -85,11 +86,18 @@ def build_grid(plan: dict, settings) -> list[dict]:
         except Exception as exc:  # a builder's bug or a setting its toolkit refuses: this setting only
             log.debug("%s", traceback.format_exc())
             record.update(status="FAILED", reason=f"build error: {_first_line(exc)}")
-        record["build_s"] = round(time.perf_counter() - started, 2)
+        # CPU seconds too (the compilers it ran included): on a shared machine wall time says how busy it was.
+        record["build_s"], record["cpu_s"] = round(time.perf_counter() - started, 2), round(_cpu_s() - cpu_started, 1)
         log.info("tune: %s %s: %s in %.1f s%s", variant.id, setting["name"], record["status"], record["build_s"],
                  f" ({record['reason']})" if record.get("reason") else "")
         outcomes.append(record)
     return outcomes
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and of the children it waited for (g++ for AOTInductor)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def _first_line(exc: BaseException) -> str:

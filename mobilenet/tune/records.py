@@ -22,6 +22,7 @@ class SettingResult:
     status: str  # ok, FAILED (build or run error), skipped (toolkit not installed)
     reason: str = ""
     build_s: float | None = None
+    build_cpu_s: float | None = None  # CPU seconds of the build, its compiler processes included
     size_mb: float | None = None
     options: dict = field(default_factory=dict)  # what the builder recorded
     tuning_photos: int = 0

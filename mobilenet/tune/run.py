@@ -354,6 +354,7 @@ def run(settings: Settings, photos=None, timing: TimingPlan = TimingPlan()) -> r
             o = by_name.get(s.name, {"status": "FAILED", "reason": outcome.get("error", "not built")})
             result = records.SettingResult(s.name, s.describe(), s.override, s.why, shipped=s.name == grids.SHIPPED,
                                            status=o["status"], reason=o.get("reason", ""), build_s=o.get("build_s"),
+                                           build_cpu_s=o.get("cpu_s"),
                                            size_mb=(o["size_bytes"] / 1e6) if o.get("size_bytes") else None,
                                            options=o.get("options", {}))
             grid.settings.append(result)
