@@ -80,6 +80,19 @@ def report(c, results=None):
     run.report(results)
 
 
+@task(help={"photos": "photos of the tuning split, taken from the evaluation pool (default: the split the build "
+                      "folder has, else 100)", **task_help("only")})
+def tune(c, photos=None, only=None):
+    """Choose INT8 settings by measurement: build each INT8 variant's grid, score it on a tuning split
+    (neither calibration nor evaluation photos), time it, pick by one rule; later builds use the winners.
+
+    Opt-in: no other task runs it. It starts from the FP32 models of the build folder (`invoke build`
+    first); afterwards the report scores only the evaluation photos not tuned on (docs/tuning.md).
+    """
+    from mobilenet.tune.run import task as tune_task
+    tune_task(photos=photos, only=only)
+
+
 @task(help={"old": "result folder before the change", "new": "result folder after the change",
             "threshold": "percent slower that counts as a regression when the intervals do not overlap (default 10)"})
 def compare(c, old, new, threshold=10.0):

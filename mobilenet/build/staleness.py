@@ -14,11 +14,12 @@ from mobilenet.freshness import is_fresh, module_files, stamp_path
 from mobilenet.registry import REFERENCE_ID, Variant, by_id, for_step, select
 from mobilenet.results import SKIPPED
 from mobilenet.settings import Settings
+from mobilenet.tune import winners
 
 # Code whose edit changes what a build step makes or how it is judged (the builder's own
 # module and the variant's runner are added per step).
 BUILD_CODE = ("mobilenet.build.step", "mobilenet.build.artifacts", "mobilenet.build.staleness", "mobilenet.accuracy",
-              "mobilenet.measure.worker", "mobilenet.build.model",
+              "mobilenet.measure.worker", "mobilenet.build.model", "mobilenet.tune.winners", "mobilenet.builders.pt2e",
               "mobilenet.data.preprocess", "mobilenet.measure.npyimages", "mobilenet.measure.runners")
 
 
@@ -45,9 +46,12 @@ def _isa_choices(variant: Variant) -> dict:
 
 
 def step_settings(step: str, settings: Settings, variants: list[Variant], data: Prepared) -> dict:
+    """What shapes the step's variants besides files: an INT8 variant's ISA choices and, once
+    `invoke tune` chose one for this target, the winner its builder applies (tune.winners)."""
     return {"step": step, "weights": settings.weights, "random_weights": settings.random_weights,
             "image_set": data.image_set,
-            "variants": {v.id: {"builder": v.builder, "engine": v.engine, **v.options, **_isa_choices(v)}
+            "variants": {v.id: {"builder": v.builder, "engine": v.engine, **v.options, **_isa_choices(v),
+                                **(winners.freshness(settings, v) if v.precision == "int8" else {})}
                          for v in variants}}
 
 

@@ -18,13 +18,17 @@ import zipfile
 from pathlib import Path
 
 from mobilenet.build import target
+from mobilenet.builders.pt2e import observer_name, with_activation_observer
 from mobilenet.logs import output_to_log
 from mobilenet.measure.runners import RuntimeUnavailable
+from mobilenet.tune import winners
 
 # FP32 compiles unfrozen (aoti-fp32's `tuning` in mobilenet/registry.py says why); INT8 needs
 # freezing: the passes that fuse dequantize -> conv -> quantize into oneDNN int8 convolutions run in it.
 FP32_INDUCTOR_CONFIGS: dict = {}
 INT8_INDUCTOR_CONFIGS = {"freezing": True}
+# Settings a tune may change that the defaults leave out, with the value the builder then uses.
+IMPLICIT_SETTINGS = {"activation_observer": "histogram"}
 
 
 def _compile(exported, out: Path, configs: dict, log) -> dict:
@@ -62,7 +66,7 @@ def compile_fp32(ctx, out: Path) -> dict:
             **_compile(exported, Path(out), FP32_INDUCTOR_CONFIGS, ctx.log)}
 
 
-def _quantizer(reduce_range: bool):
+def _quantizer(reduce_range: bool, activation_observer: str = "histogram"):
     try:
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
@@ -73,22 +77,33 @@ def _quantizer(reduce_range: bool):
         )
     except ImportError as exc:
         raise RuntimeUnavailable(f"torchao's X86InductorQuantizer: {exc}") from exc
-    config = get_default_x86_inductor_quantization_config(reduce_range=reduce_range)
+    config = with_activation_observer(get_default_x86_inductor_quantization_config(reduce_range=reduce_range),
+                                      activation_observer)
     return X86InductorQuantizer().set_global(config), config, prepare_pt2e, convert_pt2e
 
 
-def int8_settings(choices) -> dict:
-    """The quantizer's settings for one target's choices (target.x86_inductor); the observer
-    choice is aoti-int8's `tuning` in mobilenet/registry.py."""
-    return {"quantizer": "X86InductorQuantizer", "reduce_range": choices["reduce_range"]}
+def int8_settings(choices, override: dict | None = None) -> dict:
+    """The quantizer's settings for one target's choices (target.x86_inductor), with an override (a
+    tune's setting or winner) applied; the default observer is aoti-int8's `tuning` in
+    mobilenet/registry.py. The quantizer takes per-channel weights only (its int8 fusions expect them)."""
+    settings = {"quantizer": "X86InductorQuantizer", "reduce_range": choices["reduce_range"]}
+    return winners.merged(settings, override or {}, "aoti-int8", IMPLICIT_SETTINGS)
 
 
-def compile_int8(ctx, out: Path) -> dict:
-    """INT8 AOTInductor package: PT2E static PTQ with X86InductorQuantizer, then AOTInductor."""
+def resolved_settings(build_for, override: dict | None = None, variant=None) -> dict:
+    """The settings an override gives on a target: what `invoke tune` tells settings apart by."""
+    return int8_settings(target.x86_inductor(build_for), override)
+
+
+def compile_int8(ctx, out: Path, override: dict | None = None) -> dict:
+    """INT8 AOTInductor package: PT2E static PTQ with X86InductorQuantizer, then AOTInductor; the
+    override is what winners.applied gives (a tune's setting, else this target's winner, else none)."""
     import torch
     choices = target.x86_inductor(target.build_target())
-    settings = int8_settings(choices)
-    quantizer, config, prepare_pt2e, convert_pt2e = _quantizer(settings["reduce_range"])
+    tuned = winners.applied(ctx, override)
+    settings = int8_settings(choices, tuned.override)
+    quantizer, config, prepare_pt2e, convert_pt2e = _quantizer(
+        settings["reduce_range"], settings.get("activation_observer", IMPLICIT_SETTINGS["activation_observer"]))
     example = ctx.example()
     with output_to_log(ctx.log, "pt2e prepare"):
         prepared = prepare_pt2e(torch.export.export(ctx.fp32_model(), (example,)).module(), quantizer)
@@ -108,4 +123,8 @@ def compile_int8(ctx, out: Path) -> dict:
             "activations": f"uint8 [{config.input_activation.quant_min}, {config.input_activation.quant_max}] "
                            f"{config.input_activation.qscheme}".replace("torch.", ""),
             "weights": f"int8 {config.weight.qscheme}".replace("torch.", ""),
-            "calibration_photos": photos, **convolutions, **compiled, target.RECORD_KEY: choices.recorded()}
+            "activation_observer_class": observer_name(config.input_activation),
+            "calibration_photos": photos, **convolutions, **compiled,
+            target.RECORD_KEY: winners.with_overridden_choices(choices.recorded(), tuned.override,
+                                                               tuned.record["source"]),
+            winners.RECORD_KEY: tuned.record}

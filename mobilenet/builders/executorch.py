@@ -15,9 +15,11 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from mobilenet.builders.pt2e import observer_name, with_activation_observer
 from mobilenet.files import atomic_path
 from mobilenet.logs import output_to_log
 from mobilenet.measure.runners import RuntimeUnavailable
+from mobilenet.tune import winners
 
 # The XNNPACK delegate is expected to take the whole network; a call_function left in the
 # lowered graph other than these means part of it runs on ExecuTorch's portable kernels.
@@ -63,9 +65,16 @@ def _lower_and_write(exported, out: Path, log: logging.Logger) -> dict:
             "undelegated_ops": undelegated}
 
 
-def _observer_name(spec) -> str:
-    ctr = spec.observer_or_fake_quant_ctr
-    return getattr(getattr(ctr, "p", None), "func", ctr).__name__
+def int8_settings(override: dict | None = None) -> dict:
+    """XNNPACKQuantizer's settings (none depends on the instruction set: XNNPACK's int8 kernels take
+    s8 x s8 on every CPU), with an override (a tune's setting or winner) applied."""
+    return winners.merged({"per_channel": True, "activation_observer": "histogram"}, override or {},
+                          "executorch-int8")
+
+
+def resolved_settings(build_for, override: dict | None = None, variant=None) -> dict:
+    """The settings an override gives (the same on every target): what `invoke tune` tells settings apart by."""
+    return int8_settings(override)
 
 
 def export_fp32(ctx, out: Path) -> dict:
@@ -77,7 +86,9 @@ def export_fp32(ctx, out: Path) -> dict:
     return {"export": "torch.export.export", **_lower_and_write(exported, out, ctx.log)}
 
 
-def export_int8(ctx, out: Path) -> dict:
+def export_int8(ctx, out: Path, override: dict | None = None) -> dict:
+    """PT2E INT8 lowered to XNNPACK; the override is what winners.applied gives (a tune's setting,
+    else this target's winner, else none)."""
     import torch
     _import_lowering(ctx.log)
     try:
@@ -94,7 +105,10 @@ def export_int8(ctx, out: Path) -> dict:
         raise RuntimeUnavailable(f"executorch/torchao quantizer: {exc}") from exc
 
     model, example = ctx.fp32_model(), ctx.example()
-    config = get_symmetric_quantization_config(is_per_channel=True)
+    tuned = winners.applied(ctx, override)
+    chosen = int8_settings(tuned.override)
+    config = with_activation_observer(get_symmetric_quantization_config(is_per_channel=chosen["per_channel"]),
+                                      chosen["activation_observer"])
     quantizer = XNNPACKQuantizer().set_global(config)
     with output_to_log(ctx.log, "pt2e prepare"):
         prepared = prepare_pt2e(torch.export.export(model, (example,)).module(), quantizer)
@@ -111,19 +125,23 @@ def export_int8(ctx, out: Path) -> dict:
         exported = torch.export.export(quantized, (example,))
     settings = {
         "export": "torch.export.export", "quantization": "pt2e static PTQ",
-        "quantizer": "XNNPACKQuantizer", "config": "get_symmetric_quantization_config(is_per_channel=True)",
+        "quantizer": "XNNPACKQuantizer",
+        "config": f"get_symmetric_quantization_config(is_per_channel={chosen['per_channel']})",
+        "per_channel": chosen["per_channel"],
         "weights": f"int8 {config.weight.qscheme}".replace("torch.", ""),
         "activations": f"int8 {config.input_activation.qscheme}".replace("torch.", ""),
-        "weight_observer": _observer_name(config.weight),
-        "activation_observer": _observer_name(config.input_activation),
-        "calibration_photos": photos,
+        "weight_observer": observer_name(config.weight),
+        "activation_observer": observer_name(config.input_activation),
+        "calibration_photos": photos, winners.RECORD_KEY: tuned.record,
     }
     written = _lower_and_write(exported, out, ctx.log)
     # Kept for `invoke explain`, whose layer-by-layer comparison needs the program before
     # lowering: without it, explain rebuilds and recalibrates it. Not an artifact: a
-    # device never gets it, and the variant's size is the .pte's alone.
-    with atomic_path(pt2e_program_path(ctx.variant.artifact_path(ctx.settings.models_dir))) as program:
-        torch.export.save(exported, str(program))
+    # device never gets it, and the variant's size is the .pte's alone. A tune's grid setting
+    # (an override handed in) is never explained, so it keeps none.
+    if override is None:
+        with atomic_path(pt2e_program_path(ctx.variant.artifact_path(ctx.settings.models_dir))) as program:
+            torch.export.save(exported, str(program))
     return {**settings, **written}
 
 

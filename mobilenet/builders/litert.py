@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mobilenet.logs import output_to_log
 from mobilenet.measure.runners import RuntimeUnavailable
+from mobilenet.tune import winners
 
 # Compute ops reported when they run in float: a fully quantized model has none.
 _COMPUTE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MEAN")
@@ -72,7 +73,7 @@ def convert_fp32(ctx, out: Path) -> dict:
     return {"converter": "litert_torch.convert", "input_layout": "NCHW", "input": summary["input"]}
 
 
-def _quantizer(observer: str):
+def _quantizer(observer: str, per_channel: bool = True):
     """litert-torch's PT2E quantizer, plus annotations for residual adds.
 
     Its "add" annotator finds adds by the source function recorded by export, which
@@ -90,7 +91,7 @@ def _quantizer(observer: str):
     from torchao.quantization.pt2e.observer import MinMaxObserver
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
 
-    config = get_symmetric_quantization_config(is_per_channel=True)
+    config = get_symmetric_quantization_config(is_per_channel=per_channel)
     if observer == "minmax":
         act = dataclasses.replace(config.input_activation,
                                   observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
@@ -114,22 +115,37 @@ def _quantizer(observer: str):
     return Quantizer().set_global(config)
 
 
-def convert_int8(ctx, out: Path, observer: str | None = None) -> dict:
-    """PT2E INT8: per-channel symmetric weights, per-tensor activations from calibration.
+def int8_settings(variant_options: dict | None = None, override: dict | None = None) -> dict:
+    """The quantizer's settings (none depends on the instruction set: XNNPACK's int8 kernels take
+    s8 x s8 on every CPU): the variant's options, then an override (a tune's setting or winner)."""
+    defaults = {"per_channel": True,
+                "activation_observer": (variant_options or {}).get("activation_observer", "minmax")}
+    return winners.merged(defaults, override or {}, "litert-int8")
+
+
+def resolved_settings(build_for, override: dict | None = None, variant=None) -> dict:
+    """The settings an override gives (the same on every target): what `invoke tune` tells settings apart by."""
+    return int8_settings(getattr(variant, "options", None), override)
+
+
+def convert_int8(ctx, out: Path, override: dict | None = None, observer: str | None = None) -> dict:
+    """PT2E INT8: per-channel symmetric weights, per-tensor activations from calibration; the
+    override is what winners.applied gives (a tune's setting, else this target's winner, else none).
 
     Min/max activation ranges by default: litert-int8's `tuning` in mobilenet/registry.py says why.
     """
     import torch
 
-    variant_options = getattr(getattr(ctx, "variant", None), "options", None) or {}
-    observer = observer or variant_options.get("activation_observer", "minmax")
+    tuned = winners.applied(ctx, override)
+    chosen = int8_settings(getattr(getattr(ctx, "variant", None), "options", None), tuned.override)
+    observer = observer or chosen["activation_observer"]
     example = ctx.example()
     started = time.perf_counter()
     with output_to_log(ctx.log, "litert-torch"):
         litert_torch = _import_litert_torch()
         from litert_torch.quantize.quant_config import QuantConfig
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-        quantizer = _quantizer(observer)
+        quantizer = _quantizer(observer, chosen["per_channel"])
         graph = torch.export.export(ctx.fp32_model(), (example,)).module()
         prepared = prepare_pt2e(graph, quantizer)
     calibration_started = time.perf_counter()
@@ -149,6 +165,6 @@ def convert_int8(ctx, out: Path, observer: str | None = None) -> dict:
     if summary["float_compute_ops"].get("CONV_2D") or summary["float_compute_ops"].get("DEPTHWISE_CONV_2D"):
         raise RuntimeError(f"convolutions were not quantized: {summary}")
     return {"quantizer": "litert_torch PT2EQuantizer", "scheme": "symmetric int8",
-            "per_channel": True, "activation_observer": observer, "calibration_photos": photos,
+            "per_channel": chosen["per_channel"], "activation_observer": observer, "calibration_photos": photos,
             "input_layout": "NCHW", "input": summary["input"],
-            "float_compute_ops": summary["float_compute_ops"]}
+            "float_compute_ops": summary["float_compute_ops"], winners.RECORD_KEY: tuned.record}

@@ -15,6 +15,7 @@ from pathlib import Path
 from mobilenet.build import target
 from mobilenet.logs import output_to_log
 from mobilenet.measure.runners import RuntimeUnavailable
+from mobilenet.tune import winners
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -30,12 +31,19 @@ BASE_SETTINGS = {
 }
 
 
-def int8_settings(choices) -> dict:
-    """quantize_static's settings for one target's choices (target.onnxruntime)."""
-    return {"quant_format": BASE_SETTINGS["quant_format"], "activation_type": choices["activation_type"],
-            "weight_type": choices["weight_type"], "per_channel": BASE_SETTINGS["per_channel"],
-            "reduce_range": choices["reduce_range"], "calibrate_method": BASE_SETTINGS["calibrate_method"],
-            "extra_options": dict(BASE_SETTINGS["extra_options"])}
+def int8_settings(choices, override: dict | None = None) -> dict:
+    """quantize_static's settings for one target's choices (target.onnxruntime), with an override
+    (a tune's setting or winner) applied; a key it does not know is refused."""
+    settings = {"quant_format": BASE_SETTINGS["quant_format"], "activation_type": choices["activation_type"],
+                "weight_type": choices["weight_type"], "per_channel": BASE_SETTINGS["per_channel"],
+                "reduce_range": choices["reduce_range"], "calibrate_method": BASE_SETTINGS["calibrate_method"],
+                "extra_options": dict(BASE_SETTINGS["extra_options"])}
+    return winners.merged(settings, override or {}, "onnx-int8")
+
+
+def resolved_settings(build_for, override: dict | None = None, variant=None) -> dict:
+    """The settings an override gives on a target: what `invoke tune` tells settings apart by."""
+    return int8_settings(target.onnxruntime(build_for), override)
 
 
 def _require(module: str):
@@ -135,12 +143,14 @@ def quantize_fp32_onnx(fp32_path: Path, out: Path, photos: list, settings: dict,
         ort.set_default_logger_severity(2)
 
 
-def quantize_int8(ctx, out: Path) -> dict:
-    """INT8 QDQ ONNX, calibrated on the build's calibration photos, with the build target's choices."""
+def quantize_int8(ctx, out: Path, override: dict | None = None) -> dict:
+    """INT8 QDQ ONNX, calibrated on the build's calibration photos, with the build target's choices
+    and the override (winners.applied: a tune's setting, else this target's winner, else none)."""
     import numpy as np
     out = Path(out)
     choices = target.onnxruntime(target.build_target())
-    settings = int8_settings(choices)
+    tuned = winners.applied(ctx, override)
+    settings = int8_settings(choices, tuned.override)
     photos = [np.ascontiguousarray(p, dtype=np.float32) for p in ctx.calibration()]
     if not photos:
         raise RuntimeError("no calibration photos")
@@ -151,4 +161,7 @@ def quantize_int8(ctx, out: Path) -> dict:
         quantize_fp32_onnx(fp32_path, out, photos, settings, ctx.log, Path(tmp))
     ctx.log.debug("onnx-int8: quantized %s (%d bytes) with %s", out.name, out.stat().st_size, settings)
     return {**settings, "calibration_photos": len(photos), "fp32_opset": exported["opset"],
-            "pre_process": "quant_pre_process", target.RECORD_KEY: choices.recorded()}
+            "pre_process": "quant_pre_process",
+            target.RECORD_KEY: winners.with_overridden_choices(choices.recorded(), tuned.override,
+                                                               tuned.record["source"]),
+            winners.RECORD_KEY: tuned.record}

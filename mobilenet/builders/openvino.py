@@ -18,18 +18,28 @@ from pathlib import Path
 from mobilenet.build import target
 from mobilenet.logs import output_to_log
 from mobilenet.measure.runners import RuntimeUnavailable
+from mobilenet.tune import winners
 
 INPUT_SHAPE = [1, 3, 224, 224]
 
 # The settings that hold on every CPU (openvino-int8's `tuning` in mobilenet/registry.py says what
 # was compared); the overflow fix comes from the target's instruction set (target.nncf).
 BASE_SETTINGS = {"preset": "PERFORMANCE", "fast_bias_correction": True}
+# Settings a tune may change that the defaults leave out, with the value the builder then uses.
+IMPLICIT_SETTINGS = {"bias_correction": True}
 
 
-def int8_settings(choices) -> dict:
-    """NNCF's settings for one target's choices, under the names OverflowFix and the preset take."""
-    return {"preset": BASE_SETTINGS["preset"], "overflow_fix": choices["overflow_fix"],
-            "fast_bias_correction": BASE_SETTINGS["fast_bias_correction"]}
+def int8_settings(choices, override: dict | None = None) -> dict:
+    """NNCF's settings for one target's choices, under the names OverflowFix and the preset take,
+    with an override (a tune's setting or winner) applied; a key it does not know is refused."""
+    settings = {"preset": BASE_SETTINGS["preset"], "overflow_fix": choices["overflow_fix"],
+                "fast_bias_correction": BASE_SETTINGS["fast_bias_correction"]}
+    return winners.merged(settings, override or {}, "openvino-int8", IMPLICIT_SETTINGS)
+
+
+def resolved_settings(build_for, override: dict | None = None, variant=None) -> dict:
+    """The settings an override gives on a target: what `invoke tune` tells settings apart by."""
+    return int8_settings(target.nncf(build_for), override)
 
 
 def _require(module: str):
@@ -83,8 +93,9 @@ def convert_fp32(ctx, out: Path) -> dict:
     return _settings(out)
 
 
-def quantize_int8(ctx, out: Path) -> dict:
-    """INT8 OpenVINO IR: NNCF post-training quantization on the build's calibration photos."""
+def quantize_int8(ctx, out: Path, override: dict | None = None) -> dict:
+    """INT8 OpenVINO IR: NNCF post-training quantization on the build's calibration photos, with the
+    override winners.applied gives (a tune's setting, else this target's winner, else none)."""
     out = Path(out)
     nncf = _require("nncf")
     from nncf.quantization.advanced_parameters import (
@@ -93,7 +104,8 @@ def quantize_int8(ctx, out: Path) -> dict:
     )
 
     choices = target.nncf(target.build_target())
-    settings = int8_settings(choices)
+    tuned = winners.applied(ctx, override)
+    settings = int8_settings(choices, tuned.override)
     model = _convert(ctx)
     photos = list(ctx.calibration())
     if not photos:
@@ -105,7 +117,8 @@ def quantize_int8(ctx, out: Path) -> dict:
             preset=nncf.QuantizationPreset[settings["preset"]],
             fast_bias_correction=settings["fast_bias_correction"],
             advanced_parameters=AdvancedQuantizationParameters(
-                overflow_fix=OverflowFix[settings["overflow_fix"]]))
+                overflow_fix=OverflowFix[settings["overflow_fix"]],
+                disable_bias_correction=not settings.get("bias_correction", IMPLICIT_SETTINGS["bias_correction"])))
     fake_quantize = sum(1 for op in quantized.get_ops() if op.get_type_name() == "FakeQuantize")
     ctx.log.debug("openvino int8: quantized on %d photos in %.1f s, %d FakeQuantize nodes",
                   len(photos), time.perf_counter() - started, fake_quantize)
@@ -114,4 +127,7 @@ def quantize_int8(ctx, out: Path) -> dict:
     _save(quantized, out)
     return {**_settings(out), **settings, "quantizer": "nncf.quantize",
             "nncf": _package_version("nncf"), "calibration_photos": len(photos),
-            "fake_quantize_nodes": fake_quantize, target.RECORD_KEY: choices.recorded()}
+            "fake_quantize_nodes": fake_quantize,
+            target.RECORD_KEY: winners.with_overridden_choices(choices.recorded(), tuned.override,
+                                                               tuned.record["source"]),
+            winners.RECORD_KEY: tuned.record}

@@ -2,7 +2,9 @@
 
 Which photos calibrate and which are scored is decided here, once (choose_photos): round-robin
 over the classes in a seeded order, so that a few calibration photos span as many classes as
-there are photos, and no photo is ever in both sets.
+there are photos, and no photo is ever in both sets. Once `invoke tune` has run, a third set is
+taken out of the evaluation pool the same way, the tuning split (build/tune/split.json says how
+many): the tune chooses settings on it, and the evaluation photos the report scores exclude it.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import contextlib
 import csv
 import functools
 import hashlib
+import json
 import logging
 import random
 import re
@@ -72,10 +75,17 @@ class ImageSet:
     eval_labels: tuple[int, ...] | None  # None: unlabelled, only agreement with FP32 is scored
     calib_labels: tuple[int, ...] | None = None
     root: Path | None = None  # photos are named relative to it (a class folder's photos by folder/name)
+    # The tuning split (`invoke tune` chooses INT8 settings on it); empty until a tune has run.
+    tune: tuple[Path, ...] = ()
+    tune_labels: tuple[int, ...] | None = None
 
     def __post_init__(self):
-        overlap = set(self.calib) & set(self.eval)
-        assert not overlap, f"calibration and evaluation share {len(overlap)} photo(s), e.g. {min(overlap)}"
+        for (one, first), (other, second) in ((("calibration", self.calib), ("evaluation", self.eval)),
+                                              (("tuning", self.tune), ("evaluation", self.eval)),
+                                              (("calibration", self.calib), ("tuning", self.tune))):
+            overlap = set(first) & set(second)
+            if overlap:  # an invariant of the selection, raised even under python -O
+                raise AssertionError(f"{one} and {other} photos share {len(overlap)} photo(s), e.g. {min(overlap)}")
 
     @property
     def labelled(self) -> bool:
@@ -90,8 +100,12 @@ class ImageSet:
     def eval_classes(self) -> int | None:
         return None if self.eval_labels is None else len(set(self.eval_labels))
 
+    @property
+    def tune_classes(self) -> int | None:
+        return None if self.tune_labels is None or not self.tune else len(set(self.tune_labels))
+
     def files(self) -> list[Path]:
-        return [*self.calib, *self.eval]
+        return [*self.calib, *self.eval, *self.tune]
 
     def name_of(self, path: Path) -> str:
         if self.root is not None and path.is_relative_to(self.root):
@@ -190,6 +204,49 @@ def choose_photos(labels, calib_count: int, eval_count: int | None) -> tuple[lis
     return calib, evaluation
 
 
+def split_for_tuning(labels, tune_count: int, eval_count: int | None) -> tuple[list[int], list[int]]:
+    """Positions of the tuning and the evaluation photos among an evaluation pool with these labels:
+    the first tune_count of spread_order (so the tuning split spans as many classes as it can),
+    then up to eval_count of the rest (None: all of them). A pool with no more photos than
+    tune_count + eval_count scores what is left: the tuning split is paid for by the report."""
+    if tune_count and len(labels) - tune_count < 1:
+        raise ManifestError(f"{len(labels)} evaluation photos cannot give {tune_count} to the tuning split and keep "
+                            "one to score: ask `invoke tune` for fewer (--photos)")
+    order = spread_order(labels)
+    tune = order[:tune_count]
+    rest = order[tune_count:]
+    evaluation = rest if eval_count is None else rest[:eval_count]
+    assert not set(tune) & set(evaluation), "a tuning photo was chosen for evaluation too"
+    return tune, evaluation
+
+
+# What `invoke tune` leaves in the build folder: how many photos its tuning split holds. The
+# photo selection reads it, so that every later build scores only the photos it did not tune on.
+TUNING_SPLIT = Path("tune") / "split.json"
+
+
+def tuning_split_path(settings) -> Path:
+    return Path(settings.build_dir) / TUNING_SPLIT
+
+
+def tuning_count(settings) -> int:
+    """Photos reserved for the tuning split (0 when `invoke tune` never ran in this build folder, or
+    the caller names no build folder)."""
+    if getattr(settings, "build_dir", None) is None:
+        return 0
+    path = tuning_split_path(settings)
+    if not path.is_file():
+        return 0
+    try:
+        count = json.loads(path.read_text())["tune_photos"]
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise ValueError(f"tune_photos={count!r}")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ManifestError(f"{path}: not a tuning split record ({exc}); delete it (the evaluation set is then "
+                            "the whole pool again) or rerun `invoke tune`") from None
+    return count
+
+
 @contextlib.contextmanager
 def _csv_rows(path: Path):
     """A DictReader over `path`; a file that is unreadable, not UTF-8 or not CSV is named."""
@@ -248,29 +305,42 @@ def read_manifest(path: Path) -> list[ManifestRow]:
 
 
 def select_rows(rows: list[ManifestRow], calib_count: int, eval_count: int,
-                all_photos: bool = False) -> dict[str, list[ManifestRow]]:
-    """The manifest's calibration and evaluation photos, each in manifest order.
+                all_photos: bool = False, tune_count: int = 0) -> dict[str, list[ManifestRow]]:
+    """The manifest's calibration, evaluation and tuning photos, each in manifest order.
 
     Without all_photos only the default rows (the ones the offline mirror holds); with it every
     row, and every evaluation row is scored (eval_count does not apply). Fewer photos than a
     split has are chosen spread over the classes (choose_photos), so asking for all of them
-    gives the split exactly as the manifest lists it.
+    gives the split exactly as the manifest lists it. tune_count photos of the evaluation rows
+    form the tuning split (split_for_tuning); they are never scored, so the evaluation photos
+    are then eval_count of the others, or as many as are left.
     """
     pool = rows if all_photos else [r for r in rows if r.default]
     splits = {split: [r for r in pool if r.split == split] for split in ("calib", "eval")}
     chosen = {}
     for split, count in (("calib", calib_count), ("eval", None if all_photos else eval_count)):
         candidates = splits[split]
-        if count is not None and len(candidates) < count:
+        if count is not None and len(candidates) < count and not (split == "eval" and tune_count):
             more = sum(r.split == split for r in rows) - len(candidates)
             hint = f" ({more} more with --all-photos, MOBILENET_ALL_PHOTOS=1)" if more and not all_photos else ""
             raise ManifestError(f"the manifest has {len(candidates)} {'' if all_photos else 'default '}{split} "
                                 f"photos, {count} were asked for{hint}")
-        picked, _ = choose_photos([r.label for r in candidates], len(candidates) if count is None else count, 0)
+        if split == "eval" and tune_count:
+            tune, picked = split_for_tuning([r.label for r in candidates], tune_count, count)
+            chosen["tune"] = [candidates[i] for i in sorted(tune)]
+        else:
+            picked, _ = choose_photos([r.label for r in candidates], len(candidates) if count is None else count, 0)
         chosen[split] = [candidates[i] for i in sorted(picked)]
-    overlap = {r.filename for r in chosen["calib"]} & {r.filename for r in chosen["eval"]}
-    assert not overlap, f"photo(s) {sorted(overlap)[:3]} would both calibrate and be scored"
+    chosen.setdefault("tune", [])
+    for one, other in (("calib", "eval"), ("tune", "eval"), ("calib", "tune")):
+        overlap = {r.filename for r in chosen[one]} & {r.filename for r in chosen[other]}
+        assert not overlap, f"photo(s) {sorted(overlap)[:3]} would be in the {one} and the {other} set"
     return chosen
+
+
+def split_folder(split: str) -> str:
+    """The folder under images_root a split's photos are kept in: tuning photos are evaluation rows."""
+    return "eval" if split == "tune" else split
 
 
 def build_manifest(source_csv: Path, out_csv: Path, calib_count: int = 50, only_local: bool = False) -> None:
@@ -542,11 +612,13 @@ def class_folder_photos(folder: Path) -> tuple[list[Path], list[int]] | None:
     return (photos, labels) if class_dirs else None
 
 
-def local_image_set(folder: Path, labels_csv: Path | None, calib_count: int, eval_count: int) -> ImageSet:
+def local_image_set(folder: Path, labels_csv: Path | None, calib_count: int, eval_count: int,
+                    tune_count: int = 0) -> ImageSet:
     """A user's own folder, flat (labels, if any, from labels_csv) or one folder per synset.
 
-    Calibration photos are chosen round-robin over the classes (choose_photos), then up to
-    eval_count others are scored, so neither set is the first photos in file-name order.
+    Calibration photos are chosen round-robin over the classes (choose_photos), then tune_count
+    others form the tuning split, and up to eval_count of the rest are scored, so no set is the
+    first photos in file-name order.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -570,44 +642,57 @@ def local_image_set(folder: Path, labels_csv: Path | None, calib_count: int, eva
                                 f"{_listed(unlabelled)} (add 'filename,label' lines, or drop --local-labels "
                                 "to score agreement with FP32 only)")
         labels = [by_name[p.name] for p in files]
-    calib, evaluation = choose_photos(labels or [None] * len(files), calib_count, eval_count)
-    return ImageSet(f"local:{folder.resolve()}", tuple(files[i] for i in calib), tuple(files[i] for i in evaluation),
+    # The pool after calibration is already in spread order: the tuning split is its first photos.
+    calib, pool = choose_photos(labels or [None] * len(files), calib_count, None)
+    if tune_count and len(pool) - tune_count < 1:
+        raise ManifestError(f"{folder} has {len(pool)} photos besides the calibration ones: too few to give "
+                            f"{tune_count} to the tuning split and keep one to score; ask `invoke tune` for fewer")
+    tune, evaluation = pool[:tune_count], pool[tune_count:tune_count + eval_count]
+    name = f"local:{folder.resolve()}" + (f" ({len(tune)} tuning photos reserved)" if tune else "")
+    return ImageSet(name, tuple(files[i] for i in calib), tuple(files[i] for i in evaluation),
                     None if labels is None else tuple(labels[i] for i in evaluation),
-                    None if labels is None else tuple(labels[i] for i in calib), root=folder)
+                    None if labels is None else tuple(labels[i] for i in calib), root=folder,
+                    tune=tuple(files[i] for i in tune), tune_labels=None if labels is None else
+                    tuple(labels[i] for i in tune))
 
 
 def _all_photos(settings) -> bool:
     return bool(getattr(settings, "all_photos", False))
 
 
-def manifest_rows(settings) -> dict[str, list[ManifestRow]]:
+def manifest_rows(settings, tune_count: int | None = None) -> dict[str, list[ManifestRow]]:
+    """The chosen rows by split; tune_count None: what the build folder's tuning split record says."""
     return select_rows(read_manifest(settings.manifest), settings.calib_count, settings.eval_count,
-                       _all_photos(settings))
+                       _all_photos(settings), tuning_count(settings) if tune_count is None else tune_count)
 
 
-def manifest_image_set(settings) -> ImageSet:
-    chosen = manifest_rows(settings)
-    paths = {split: tuple(safe_target(settings.images_dir / split, r.filename) for r in rows)
+def manifest_image_set(settings, tune_count: int | None = None) -> ImageSet:
+    chosen = manifest_rows(settings, tune_count)
+    paths = {split: tuple(safe_target(settings.images_dir / split_folder(split), r.filename) for r in rows)
              for split, rows in chosen.items()}
-    missing = [p for p in paths["calib"] + paths["eval"] if not p.is_file()]
+    missing = [p for p in paths["calib"] + paths["eval"] + paths["tune"] if not p.is_file()]
     if missing:
         also = " --all-photos" if _all_photos(settings) else ""
         raise ManifestError(f"{len(missing)} photo(s) not downloaded yet (e.g. {missing[0]}): "
                             f"run `invoke download-images{also}`")
     labels = {split: [r.label for r in rows] for split, rows in chosen.items()}
-    # Without --all-photos the name is what it always was, so that earlier builds stay fresh.
+    # Without --all-photos or a tuning split the name is what it always was, so that earlier builds stay fresh.
     which = ", all photos" if _all_photos(settings) else ""
+    tuning = f", {len(chosen['tune'])} tune" if chosen["tune"] else ""
     return ImageSet(f"manifest:{settings.manifest.name}{which} ({len(chosen['calib'])} calib, "
-                    f"{len(chosen['eval'])} eval)", paths["calib"], paths["eval"],
+                    f"{len(chosen['eval'])} eval{tuning})", paths["calib"], paths["eval"],
                     None if None in labels["eval"] else tuple(labels["eval"]),
-                    None if None in labels["calib"] else tuple(labels["calib"]))
+                    None if None in labels["calib"] else tuple(labels["calib"]),
+                    tune=paths["tune"], tune_labels=None if None in labels["tune"] else tuple(labels["tune"]))
 
 
-def image_set(settings) -> ImageSet:
+def image_set(settings, tune_count: int | None = None) -> ImageSet:
+    """The photos of these settings; tune_count None: with the tuning split the build folder records."""
+    tune_count = tuning_count(settings) if tune_count is None else tune_count
     if settings.local_images:
         return local_image_set(Path(settings.local_images), settings.local_labels,
-                               settings.calib_count, settings.eval_count)
-    return manifest_image_set(settings)
+                               settings.calib_count, settings.eval_count, tune_count)
+    return manifest_image_set(settings, tune_count)
 
 
 def download_images(settings) -> dict[str, int]:
@@ -626,7 +711,7 @@ def download_images(settings) -> dict[str, int]:
     failures: list[tuple[str, str]] = []
     for split, rows in chosen.items():
         try:
-            counts = download(rows, settings.images_dir / split, settings.mirror,
+            counts = download(rows, settings.images_dir / split_folder(split), settings.mirror,
                               progress=not settings.quiet)
         except DownloadError as exc:  # try the other split too, then report every failure
             failures += exc.failures

@@ -19,7 +19,7 @@ from mobilenet.registry import (
     VARIANTS,
     display_order,
 )
-from mobilenet.report import plots
+from mobilenet.report import plots, tune
 from mobilenet.results import Result, group_by, load_result_files
 
 # ../shared/weights/mobilenet_v2_float_from_qnnpack.pth: FP32 weights dequantized from an INT8 model.
@@ -621,7 +621,8 @@ def notes(results: list[Result]) -> list[str]:
             # The ISA-dependent settings are what this run's builds recorded, with their reasons.
             chosen = recorded_notes([(r.env.machine_id, r.build.get("options")) for r in results
                                      if r.variant == variant.id])
-            out.append(f"  - `{variant.id}`:{flag} {variant.tuning}" + (f" {md(chosen)}" if chosen else ""))
+            out.append(f"  - `{variant.id}`:{flag} {variant.tuning}" + (f" {md(chosen)}" if chosen else "")
+                       + tune.tuned_note([r for r in results if r.variant == variant.id]))
     flagged = [(r, isa_flag(r)) for r in sorted(results, key=lambda r: display_order(r.variant))]
     flagged = list({r.variant: (r, flag) for r, flag in flagged if flag}.values())
     if flagged:
@@ -843,6 +844,7 @@ def write(results_dirs: list[Path], out: Path, sections: list[str] = ()) -> tupl
     kept = {id(r) for r in results}
     check_not_mixed([pr for pr in files if id(pr[1]) in kept])
     figures = _charts(results, [path for path, _ in files], out.parent)
+    sections = [*tune.section(out.parent, results), *sections]  # which INT8 settings, and the last tune's grid
     text = render(results, figures, dropped) + ("\n" + "\n".join(sections) + "\n" if sections else "")
     with atomic_path(out) as tmp:
         tmp.write_text(text)
