@@ -30,6 +30,7 @@ class Variant:
     deprecated: str | None = None  # why it is deprecated and what replaces it
     tuning: str | None = None  # for INT8: what was tried and why these settings won
     companions: tuple[str, ...] = ()  # suffixes of files the artifact needs beside it (".bin")
+    requires: tuple[str, ...] = ()  # what the model must be for the variant to apply (REQUIREMENTS keys)
 
     @property
     def engine(self) -> str | None:
@@ -195,6 +196,39 @@ def runtime_of(variant: Variant) -> Runtime:
                        f"known: {', '.join(RUNTIME_BY_NAME)}") from None
 
 
+@dataclass(frozen=True)
+class Requirement:
+    """Something a variant needs the model to be, read from its record (mobilenet.models.ModelRecord)."""
+    met: object  # ModelRecord -> bool
+    unmet: str  # why the variant does not apply when it is not met; {name} is the model's name
+
+
+REQUIREMENTS: dict[str, Requirement] = {
+    "module": Requirement(lambda model: model.is_module,
+                          "TorchScript and the lite interpreter trace an nn.Module, and {name} is none"),
+    "linear": Requirement(lambda model: model.linear_layers > 0,
+                          "dynamic INT8 quantizes nn.Linear layers only, and {name} has none"),
+    "quantizable": Requirement(lambda model: model.quantizable is not None,
+                               "torch.ao static INT8 needs a quantizable torchvision model, and "
+                               "torchvision.models.quantization has none for {name}"),
+}
+
+
+def applies(variant: Variant, model) -> str | None:
+    """None when the variant can be built for this model (a ModelRecord), else why not."""
+    for key in variant.requires:
+        requirement = REQUIREMENTS[key]
+        if not requirement.met(model):
+            return requirement.unmet.format(name=model.name)
+    return None
+
+
+def not_applicable_reason(variant: Variant, model) -> str | None:
+    """The skipped variant's reason, as the meta and the report state it; None when it applies."""
+    why = applies(variant, model)
+    return None if why is None else f"not applicable to {model.spec} ({why})"
+
+
 TORCHSCRIPT_DEPRECATED = (
     "TorchScript (torch.jit.trace/script) is deprecated in torch 2.14; "
     "torch.export is its replacement, deployed with ExecuTorch."
@@ -212,25 +246,25 @@ VARIANTS: tuple[Variant, ...] = (
             "mobilenet.builders.torch_export:save_state_dict", "torchvision nn.Module, eager mode (the reference)"),
     Variant("fp32-torchscript", "torchscript", "fp32", "fp32-torchscript.pt", "export",
             "mobilenet.builders.torch_export:torchscript", "torch.jit.trace, frozen",
-            deprecated=TORCHSCRIPT_DEPRECATED),
+            deprecated=TORCHSCRIPT_DEPRECATED, requires=("module",)),
     Variant("fp32-mobile", "lite_interpreter", "fp32", "fp32-mobile.ptl", "export",
             "mobilenet.builders.torch_export:lite_interpreter", "PyTorch Mobile, lite interpreter (.ptl)",
-            deprecated=LITE_DEPRECATED),
+            deprecated=LITE_DEPRECATED, requires=("module",)),
     Variant("int8-dynamic", "torchscript", "int8", "int8-dynamic.pt", "quantize-dynamic",
             "mobilenet.builders.torch_ao:dynamic", "torch.ao dynamic quantization (Linear layers), TorchScript",
-            runner={"engine": "x86"}, deprecated=AO_DEPRECATED,
+            runner={"engine": "x86"}, deprecated=AO_DEPRECATED, requires=("module", "linear"),
             tuning="only nn.Linear is quantized (dynamic quantization has no conv kernels), "
                    "so the convolutions stay FP32: smaller file, little speed-up."),
     Variant("int8-static-fbgemm", "torchscript", "int8", "int8-static-fbgemm.pt", "quantize-static",
             "mobilenet.builders.torch_ao:static", "torch.ao static PTQ, x86 fbgemm engine, TorchScript",
             runner={"engine": "fbgemm"}, options={"qconfig": "fbgemm", "per_channel": True},
-            deprecated=AO_DEPRECATED,
+            deprecated=AO_DEPRECATED, requires=("module", "quantizable"),
             tuning="Conv+BN+ReLU fused, the engine's default qconfig (per-channel weights, "
                    "histogram activations), 50 calibration photos."),
     Variant("int8-static-qnnpack", "torchscript", "int8", "int8-static-qnnpack.pt", "quantize-static",
             "mobilenet.builders.torch_ao:static", "torch.ao static PTQ, ARM qnnpack engine, TorchScript",
             runner={"engine": "qnnpack"}, options={"qconfig": "qnnpack", "per_channel": False},
-            deprecated=AO_DEPRECATED,
+            deprecated=AO_DEPRECATED, requires=("module", "quantizable"),
             tuning="Conv+BN+ReLU fused, qnnpack's default qconfig (per-tensor weights), "
                    "50 calibration photos; qnnpack's kernels target ARM, so x86 timings undersell it."),
     Variant("onnx-fp32", "onnxruntime", "fp32", "onnx-fp32.onnx", "convert-onnx",
@@ -419,6 +453,10 @@ def registry_problems(runtimes: tuple[Runtime, ...] = RUNTIMES, variants: tuple[
             problems.append(f"variant {variant.id!r}: runtime: {variant.runtime!r} names no Runtime record")
         if variant.step not in step_names:
             problems.append(f"variant {variant.id!r}: step: {variant.step!r} names no Step")
+        for key in variant.requires:
+            if key not in REQUIREMENTS:
+                problems.append(f"variant {variant.id!r}: requires: {key!r} names no Requirement; "
+                                f"known: {', '.join(REQUIREMENTS)}")
         module = variant.builder.partition(":")[0]
         builder_file = PACKAGE_DIR.parent.joinpath(*module.split(".")).with_suffix(".py")
         if not module.startswith("mobilenet.") or not builder_file.is_file():

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from mobilenet.models import DEFAULT_SPEC
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -93,6 +95,32 @@ def _target_profile(text) -> Path | None:
     return path
 
 
+def _model_spec(text) -> str:
+    """A model spec, checked (a torchvision name against list_models) and written canonically."""
+    from mobilenet.models import ModelError, parse_spec
+    if str(text).strip() == DEFAULT_SPEC:  # known good (tests/test_models.py): no torchvision import to check it
+        return DEFAULT_SPEC
+    try:
+        return parse_spec(str(text)).text
+    except ModelError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _mean(text) -> tuple[float, float, float]:
+    from mobilenet.models import parse_mean
+    return parse_mean(text)
+
+
+def _std(text) -> tuple[float, float, float]:
+    from mobilenet.models import parse_std
+    return parse_std(text)
+
+
+def _interpolation(text) -> str:
+    from mobilenet.models import parse_interpolation
+    return parse_interpolation(text)
+
+
 def _variant_globs(text) -> str:
     from mobilenet.registry import select
     select(str(text))  # raises, naming the known variants, when nothing matches
@@ -118,8 +146,17 @@ OPTIONS: tuple[Option, ...] = (
     Option("build_dir", Path, REPO_ROOT / "build", "where outputs go (default build/)"),
     Option("images_root", Path, REPO_ROOT / "calib_images", "where photos are kept (default calib_images/)"),
     Option("manifest", Path, None, "the photo manifest (default <images_root>/manifest.csv)"),
-    Option("weights", _text, None, "local MobileNet-V2 state_dict (default: torchvision's download)", True),
+    Option("model", _model_spec, DEFAULT_SPEC,
+           "the classifier: torchvision:<name>[:<WEIGHTS>] or python:<package.module>:<factory> (runs your code)",
+           True),
+    Option("weights", _text, None, "local state_dict of the model (default: torchvision's download)", True),
     Option("random_weights", _flag, False, "random weights: latency only, accuracy meaningless", True),
+    # A python: model's preprocessing; a torchvision model's comes from its weights entry.
+    Option("resize", _integer(1), None, "python: model: shorter side resized to this many px (default 256)", True),
+    Option("crop", _integer(1), None, "python: model: centre crop and input size in px (default 224)", True),
+    Option("mean", _mean, None, "python: model: per-channel mean, e.g. 0.485,0.456,0.406 (ImageNet's)", True),
+    Option("std", _std, None, "python: model: per-channel std, e.g. 0.229,0.224,0.225 (ImageNet's)", True),
+    Option("interpolation", _interpolation, None, "python: model: resize interpolation (default bilinear)", True),
     Option("mirror", _http_url, None, "base URL serving the manifest's files", True),
     Option("local_images", _text, None, "your own folder of photos instead of the manifest"),
     Option("local_labels", _text, None, "CSV filename,label for --local-images"),
@@ -218,8 +255,14 @@ class Settings:
     build_dir: Path = _FROM_ENV
     images_root: Path = _FROM_ENV
     manifest: Path = _FROM_ENV
+    model: str = _FROM_ENV
     weights: str | None = _FROM_ENV
     random_weights: bool = _FROM_ENV
+    resize: int | None = _FROM_ENV
+    crop: int | None = _FROM_ENV
+    mean: tuple[float, float, float] | None = _FROM_ENV
+    std: tuple[float, float, float] | None = _FROM_ENV
+    interpolation: str | None = _FROM_ENV
     mirror: str | None = _FROM_ENV
     local_images: str | None = _FROM_ENV
     local_labels: str | None = _FROM_ENV
@@ -250,6 +293,18 @@ class Settings:
             object.__setattr__(self, name, Path(getattr(self, name)))
         if self.target is not None:
             object.__setattr__(self, "target", Path(self.target))
+        self._check_preprocessing()
+
+    def _check_preprocessing(self) -> None:
+        """Preprocessing options that cannot go with the model stop here, naming the option."""
+        from mobilenet.models import ModelError, preprocessing_of
+        spec = self.model
+        if spec.startswith("python:") or any(getattr(self, name) is not None
+                                             for name in ("resize", "crop", "mean", "std", "interpolation")):
+            try:
+                preprocessing_of(spec, self.resize, self.crop, self.mean, self.std, self.interpolation)
+            except ModelError as exc:
+                raise SettingError(str(exc)) from None
 
     def with_options(self, **options) -> Settings:
         """Apply task options (None: not given), each validated like its variable; a name the
@@ -294,7 +349,11 @@ class Settings:
 
     @property
     def data_dir(self) -> Path:
-        return self.build_dir / "data"
+        """build/data for ImageNet's classic transform (the default model's); another transform's
+        photos live in build/data/<its digest> (mobilenet.data.store)."""
+        from mobilenet.data.store import store_folder
+        from mobilenet.models import preprocessing_for
+        return store_folder(self.build_dir / "data", preprocessing_for(self))
 
     @property
     def logs_dir(self) -> Path:

@@ -248,7 +248,7 @@ def test_a_labels_csv_that_does_not_match_the_folder_is_named(tmp_path):
 PHOTO_BYTES = 3 * 224 * 224 * 4
 
 
-def _fake_load_image(path):
+def _fake_load_image(path, preprocessing=None):
     import torch
     value = float(Path(path).stem.split("_")[-1])
     return torch.from_numpy(np.full((1, 3, 224, 224), value, dtype=np.float32))

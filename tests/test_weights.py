@@ -23,7 +23,7 @@ def test_missing_file_names_the_options(tmp_path):
 def test_not_a_state_dict_is_refused(tmp_path):
     bogus = tmp_path / "bogus.pth"
     bogus.write_bytes(b"not a checkpoint")
-    with pytest.raises(WeightsError, match="not a MobileNet-V2 state_dict"):
+    with pytest.raises(WeightsError, match="is not a state_dict torch loads with weights_only=True"):
         load_fp32(str(bogus))
 
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 from mobilenet.build import target
 from mobilenet.build.artifacts import artifact_problem, reference_logits_path
-from mobilenet.build.model import weights_input_files
+from mobilenet.build.model import model_input_files, weights_input_files
 from mobilenet.data.store import Prepared, prepare
 from mobilenet.files import read_json
 from mobilenet.freshness import is_fresh, module_files, stamp_path
+from mobilenet.models import preprocessing_for
 from mobilenet.registry import REFERENCE_ID, Variant, by_id, for_step, select
 from mobilenet.results import SKIPPED
 from mobilenet.settings import Settings
@@ -19,7 +20,8 @@ from mobilenet.tune import winners
 # Code whose edit changes what a build step makes or how it is judged (the builder's own
 # module and the variant's runner are added per step).
 BUILD_CODE = ("mobilenet.build.step", "mobilenet.build.artifacts", "mobilenet.build.staleness", "mobilenet.accuracy",
-              "mobilenet.measure.worker", "mobilenet.build.model", "mobilenet.tune.winners", "mobilenet.builders.pt2e",
+              "mobilenet.measure.worker", "mobilenet.build.model", "mobilenet.models", "mobilenet.tune.winners",
+              "mobilenet.builders.pt2e",
               "mobilenet.data.preprocess", "mobilenet.measure.npyimages", "mobilenet.measure.runners")
 
 
@@ -29,7 +31,7 @@ def step_inputs(step: str, settings: Settings, variants: list[Variant]) -> list[
     the builders, the runners that check them, and the build code itself."""
     data = [settings.data_dir / "calib.npy", settings.data_dir / "eval.npy", settings.data_dir / "images.json"]
     if step == "export":
-        upstream = weights_input_files(settings.weights)
+        upstream = [*weights_input_files(settings.weights), *model_input_files(settings.model)]
     else:
         reference = by_id(REFERENCE_ID)
         upstream = [reference.artifact_path(settings.models_dir), reference_logits_path(settings)]
@@ -46,11 +48,15 @@ def _isa_choices(variant: Variant) -> dict:
 
 
 def step_settings(step: str, settings: Settings, variants: list[Variant], data: Prepared) -> dict:
-    """What shapes the step's variants besides files: an INT8 variant's ISA choices and, once
-    `invoke tune` chose one for this target, the winner its builder applies (tune.winners)."""
-    return {"step": step, "weights": settings.weights, "random_weights": settings.random_weights,
+    """The settings that shape the step's variants: the model (its spec and the transform its photos
+    were made with; its weights are inputs by content), the photos, each variant's build options,
+    an INT8 variant's ISA choices and, once `invoke tune` chose one for this target, the winner its
+    builder applies (tune.winners)."""
+    return {"step": step, "model": settings.model, "preprocessing": preprocessing_for(settings).digest(),
+            "weights": settings.weights, "random_weights": settings.random_weights,
             "image_set": data.image_set,
             "variants": {v.id: {"builder": v.builder, "engine": v.engine, **v.options, **_isa_choices(v),
+                                **({"requires": list(v.requires)} if v.requires else {}),
                                 **(winners.freshness(settings, v) if v.precision == "int8" else {})}
                          for v in variants}}
 
@@ -89,6 +95,6 @@ def stale_reason(step: str, variant: Variant, settings: Settings, data: Prepared
     if problem:
         return f"{variant.id}: {problem}"
     recorded = read_json(meta)
-    if recorded["status"] == SKIPPED:
+    if recorded["status"] == SKIPPED and not recorded.get("not_applicable"):  # not installed: try again
         return f"retrying {variant.id} ({recorded.get('reason')})"
     return None

@@ -14,7 +14,8 @@ What happens to a variant:
 - FAILED: built but its outputs are wrong (the check), or the builder raised an error that
   is not "runtime unavailable": our bug. Kept for inspection, never timed, and the step
   exits non-zero after finishing the other variants.
-- skipped: only when the runtime is not installed or not supported on this machine.
+- skipped: when the runtime is not installed or not supported on this machine, or when the
+  variant does not apply to the model (registry.applies), which is decided before it is built.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ import numpy as np
 
 from mobilenet import accuracy, logs
 from mobilenet.build.artifacts import check_logits_path, kept_files, reference_logits_path
-from mobilenet.build.model import WeightsInfo, load_fp32
+from mobilenet.build.model import WeightsInfo, load_model, load_reference
 from mobilenet.build.staleness import selected_variants, stale_variants, step_inputs, step_settings, variant_stamp
 from mobilenet.data.store import Prepared, prepare
 from mobilenet.files import (
@@ -44,7 +45,8 @@ from mobilenet.files import (
     write_json,
 )
 from mobilenet.freshness import record_stamp
-from mobilenet.registry import REFERENCE_ID, Variant, by_id, for_step
+from mobilenet.models import ModelRecord, preprocessing_for
+from mobilenet.registry import REFERENCE_ID, Variant, by_id, for_step, not_applicable_reason
 from mobilenet.results import FAILED, OK, SKIPPED
 from mobilenet.settings import Settings
 
@@ -64,6 +66,7 @@ class BuildContext:
     _model: object = field(repr=False)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("mobilenet.build.step"))
     _shared: dict = field(default_factory=dict, repr=False)  # one step's builders share it
+    record: ModelRecord | None = None  # the model's record: input shape, classes, constructor
 
     def shared(self, key: str, make):
         """make(), once per step: what two builders of a step start from (OpenVINO's converted
@@ -77,12 +80,12 @@ class BuildContext:
         return copy.deepcopy(self._model).eval()
 
     def example(self):
-        """One real photo as a torch tensor [1, 3, 224, 224], for tracing and export."""
+        """One real photo as a torch tensor [1, 3, crop, crop], for tracing and export."""
         import torch
         return torch.from_numpy(self.data.calib[0].copy())
 
     def calibration(self):
-        """The calibration photos, float32 numpy [1, 3, 224, 224] each, NCHW."""
+        """The calibration photos, float32 numpy [1, 3, crop, crop] each, NCHW."""
         return iter(self.data.calib)
 
     def calibrate(self, model) -> int:
@@ -103,33 +106,35 @@ def _builder(variant: Variant):
 
 
 def _load_reference(settings: Settings):
-    """FP32 model and weights as saved by the export step (the input of every later step)."""
+    """FP32 model, its record and weights as saved by the export step (the input of every later step)."""
     reference = by_id(REFERENCE_ID)
     meta_path = reference.meta_path(settings.models_dir)
     if not meta_path.exists():
         raise BuildError(f"{meta_path} is missing: run `invoke export` first")
-    import torch
-    import torchvision
-    model = torchvision.models.mobilenet_v2(weights=None)
-    model.load_state_dict(torch.load(reference.artifact_path(settings.models_dir), weights_only=True))
-    return model.eval(), WeightsInfo(**read_json(meta_path)["weights"])
+    model, record, weights = load_reference(reference.artifact_path(settings.models_dir), read_json(meta_path))
+    if record.spec != settings.model:
+        raise BuildError(f"{meta_path} was exported for {record.spec}, not {settings.model}: run `invoke export`")
+    return model, record, weights
 
 
 def judge(variant: Variant, logits: np.ndarray, reference: np.ndarray | None, data: Prepared,
           random_weights: bool) -> dict:
-    """The correctness check of a built artifact, from its logits on the evaluation photos."""
+    """The correctness check of a built artifact, from its logits on the evaluation photos.
+
+    FP32 parity is judged with random weights too, relative to the logits' scale (a broken
+    conversion fails it); INT8 answers of a random network are not judged (accuracy.int8_check)."""
     if reference is None:  # the reference itself
         return {"status": OK, "facts": "reference", "photos": len(data.eval)}
     scores = accuracy.score(logits, reference, data.labels)
+    extra = {}
     if variant.precision == "fp32":
         ok, facts = accuracy.fp32_parity(logits, reference)
         status = OK if ok else FAILED
+        extra["parity"] = accuracy.parity_record(logits, reference)
     else:
-        status, facts = accuracy.gate(scores)  # scores holds the paired comparison with FP32
-    if random_weights and status != OK:
-        status, facts = OK, f"not gated (random weights): {facts}"
+        status, facts = accuracy.int8_check(scores, random_weights)  # scores hold the paired comparison
     return {"status": status, "facts": facts, "photos": len(data.eval), "agreement_pct": scores.agreement_pct,
-            "max_abs_dlogit": scores.max_abs_dlogit, "tied_top1_rows": scores.tied_top1_rows}
+            "max_abs_dlogit": scores.max_abs_dlogit, "tied_top1_rows": scores.tied_top1_rows, **extra}
 
 
 # Checks scored at once, each in a worker of its own, while the step builds the next variant.
@@ -207,7 +212,8 @@ def finish_variant(built: _Built, ctx: BuildContext, reference: np.ndarray | Non
     return {"variant": variant.id, "status": check["status"], "reason": reason, "artifact": variant.artifact,
             "files_sha256": files, "artifact_sha256": files[variant.artifact],
             "build_s": round(build_s, 2), "options": {**variant.options, **built.options},
-            "engine": variant.engine, "weights": ctx.weights.as_dict(), "check": check}
+            "engine": variant.engine, "weights": ctx.weights.as_dict(), "check": check,
+            **({"model": ctx.record.as_dict()} if ctx.record is not None else {})}
 
 
 def _unavailable(exc: BaseException) -> bool:
@@ -246,11 +252,16 @@ def run_step(step: str, settings: Settings, force: bool = False, data: Prepared 
     variants = [v for v in variants if v.id in stale]
 
     if step == "export":
-        model, weights = load_fp32(settings.weights, settings.random_weights)
+        model, model_record = load_model(settings.model, settings.weights, settings.random_weights,
+                                         calibration=data.calib, preprocessing=preprocessing_for(settings))
+        weights = WeightsInfo(**model_record.weights)
+        logger.info("model: %s, %d classes, input %s, max |logit| %.3g on the calibration photos",
+                    model_record.spec, model_record.num_classes, list(model_record.input_shape),
+                    model_record.logit_scale)
         logger.info("weights: %s (sha256 %s)", weights.source, weights.sha256[:16])
         reference = None
     else:
-        model, weights = _load_reference(settings)
+        model, model_record, weights = _load_reference(settings)
     if variants[0].id != REFERENCE_ID:  # the reference is fresh: the others are checked against its logits
         reference = np.load(reference_logits_path(settings))
 
@@ -277,7 +288,16 @@ def run_step(step: str, settings: Settings, force: bool = False, data: Prepared 
         for path in kept_files(variant, settings.models_dir):
             path.unlink(missing_ok=True)
         record(ctx, {"variant": variant.id, "status": status, "reason": reason, "engine": variant.engine,
-                     "weights": weights.as_dict()})
+                     "weights": weights.as_dict(), "model": model_record.as_dict()})
+
+    def not_applicable(ctx: BuildContext, reason: str) -> None:
+        """Skipped before anything is built: the variant does not apply to this model."""
+        variant = ctx.variant
+        logger.warning("  %-20s skipped: %s", variant.id, reason)
+        for path in kept_files(variant, settings.models_dir):
+            path.unlink(missing_ok=True)
+        record(ctx, {"variant": variant.id, "status": SKIPPED, "reason": reason, "not_applicable": True,
+                     "engine": variant.engine, "weights": weights.as_dict(), "model": model_record.as_dict()})
 
     def finish_oldest() -> None:
         nonlocal reference
@@ -297,7 +317,11 @@ def run_step(step: str, settings: Settings, force: bool = False, data: Prepared 
     try:
         for variant in variants:
             ctx = BuildContext(settings, variant, weights, data, model, logging.getLogger(f"mobilenet.{step}"),
-                               shared)
+                               shared, record=model_record)
+            reason = not_applicable_reason(variant, model_record)
+            if reason:
+                not_applicable(ctx, reason)
+                continue
             try:
                 scoring.append((start_variant(ctx), ctx))
             except Exception as exc:
