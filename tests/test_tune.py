@@ -329,3 +329,11 @@ def test_a_tune_on_a_tiny_photo_set_picks_by_the_stated_rule(tiny_env, tmp_path)
     assert images.tuning_count(settings) == 20
     assert (settings.models_dir / "onnx-int8.onnx").read_bytes() == before, "the tune leaves build/models alone"
     shutil.rmtree(settings.build_dir / "tune" / "models")
+
+
+def test_the_report_says_a_variant_without_a_grid_has_none_and_one_with_a_grid_was_not_recorded():
+    from mobilenet.report.tune import used_lines
+    from tests.test_report import make_result
+    lines = "\n".join(used_lines([make_result("int8-dynamic", 30.0), make_result("onnx-int8", 20.0)]))
+    assert "`int8-dynamic`: no tune grid" in lines.replace("\\", "")
+    assert "`onnx-int8`: not recorded" in lines.replace("\\", "")

@@ -12,6 +12,7 @@ from mobilenet.registry import display_order
 from mobilenet.report import plots
 from mobilenet.results import Result
 from mobilenet.tune import records, winners
+from mobilenet.tune.grid import GRID_BY_VARIANT
 
 CHART = Path("plots") / "tune.png"
 
@@ -41,7 +42,9 @@ def used_lines(results: list[Result]) -> list[str]:
             continue
         record = (r.build.get("options") or {}).get(winners.RECORD_KEY) if isinstance(r.build, dict) else None
         if not isinstance(record, dict):
-            seen[r.variant] = "not recorded (built before tune records existed)"
+            seen[r.variant] = ("no tune grid: its builder has no setting `invoke tune` chooses"
+                               if r.variant not in GRID_BY_VARIANT else
+                               "not recorded (built before tune records existed)")
         elif record.get("source") == winners.WINNER:
             changes = ", ".join(f"{k}={v}" for k, v in (record.get("override") or {}).items()) or "no change"
             seen[r.variant] = (f"the `invoke tune` winner `{_md(record.get('setting'))}` ({_md(changes)}), "
