@@ -123,8 +123,9 @@ def test_the_builders_settings_follow_the_target():
     assert aoti.int8_settings(isa.x86_inductor(VNNI)) == {**AOTI_SETTINGS_BEFORE, "reduce_range": False}
 
 
-def test_the_recorded_choice_lands_in_the_onnx_builders_options(monkeypatch, tmp_path):
-    """quantize_int8 itself, its two slow calls (export, quantize_static) replaced."""
+def stubbed_onnx_int8(monkeypatch, target, ctx, out: Path, override=None) -> tuple[dict, dict]:
+    """onnx.quantize_int8 for `target`, its two slow calls (export, quantize_static) replaced:
+    (the settings quantize_static was given, the options the builder returned)."""
     from mobilenet.builders import onnx
     used = {}
 
@@ -132,12 +133,16 @@ def test_the_recorded_choice_lands_in_the_onnx_builders_options(monkeypatch, tmp
         used.update(settings)
         Path(out).write_bytes(b"onnx")
 
-    monkeypatch.setattr(isa, "build_target", lambda: VNNI)
+    monkeypatch.setattr(isa, "build_target", lambda: target)
     monkeypatch.setattr(onnx, "_fp32_onnx", lambda ctx: (b"fp32", {"opset": 18}))
     monkeypatch.setattr(onnx, "quantize_fp32_onnx", quantize)
+    return used, onnx.quantize_int8(ctx, out, override=override)
+
+
+def test_the_recorded_choice_lands_in_the_onnx_builders_options(monkeypatch, tmp_path):
     ctx = SimpleNamespace(calibration=lambda: iter([np.zeros((1, 3, 224, 224), np.float32)]),
                           log=SimpleNamespace(debug=lambda *args: None))
-    options = onnx.quantize_int8(ctx, tmp_path / "onnx-int8.onnx")
+    used, options = stubbed_onnx_int8(monkeypatch, VNNI, ctx, tmp_path / "onnx-int8.onnx")
     assert used["reduce_range"] is False and options["reduce_range"] is False
     recorded = options[isa.RECORD_KEY]
     assert recorded["target"]["isa_flags"] == ["avx2", "avx512f", "avx512bw", "avx512_vnni", "amx_int8"]

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import REPO, requires_shared, run_invoke
 from test_report import make_result
+from test_target import stubbed_onnx_int8
 
 from mobilenet.build import staleness
 from mobilenet.build import target as isa
@@ -202,17 +203,7 @@ def test_a_winner_enters_the_builds_freshness_of_its_variant_only(monkeypatch, t
 
 
 def _onnx_build(monkeypatch, tmp_path, ctx, override=None) -> tuple[dict, dict]:
-    from mobilenet.builders import onnx
-    used = {}
-
-    def quantize(fp32_path, out, photos, settings, log, work_dir):
-        used.update(settings)
-        Path(out).write_bytes(b"onnx")
-
-    monkeypatch.setattr(isa, "build_target", lambda: NO_VNNI)
-    monkeypatch.setattr(onnx, "_fp32_onnx", lambda ctx: (b"fp32", {"opset": 18}))
-    monkeypatch.setattr(onnx, "quantize_fp32_onnx", quantize)
-    return used, onnx.quantize_int8(ctx, tmp_path / "onnx-int8.onnx", override=override)
+    return stubbed_onnx_int8(monkeypatch, NO_VNNI, ctx, tmp_path / "onnx-int8.onnx", override)
 
 
 def _ctx(settings=None, variant=None):
